@@ -1,0 +1,48 @@
+"""The one interface every transport implements, and the settings every connection shares.
+
+A connection is modelled the way impact's Connector wizard models it: a name, a direction,
+a data type, a method and a methodology. A transport only has to ``put`` one finished file;
+retries, timeouts and acknowledgement live in the delivery layer, not in each transport.
+"""
+from __future__ import annotations
+
+import abc
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DataType = Literal["conversions", "action_modifications", "reports", "performance_bonus_detail"]
+Direction = Literal["into_impact", "out_of_impact"]
+Methodology = Literal["push_to_impact", "pull_from_3rd_party", "pull_from_impact"]
+
+
+class ConnectionSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, description="Describes the connection, e.g. 'impact FTP conversions'.")
+    direction: Direction = "into_impact"
+    data_type: DataType = "conversions"
+    methodology: Methodology
+    timeout_s: float = Field(30.0, gt=0, description="Timeout of one network step.")
+
+
+class Connection(abc.ABC):
+    """A destination for finished batch files.
+
+    ``put`` is blocking (it runs in a worker thread) and must be idempotent: putting the same
+    name and bytes twice leaves one file. It raises on any failure; it returns only once the
+    destination has confirmed the whole file.
+    """
+
+    def __init__(self, settings: ConnectionSettings):
+        self.settings = settings
+        self.name = settings.name
+
+    @abc.abstractmethod
+    def put(self, name: str, data: bytes) -> None: ...
+
+    def close(self) -> None:
+        """Release pooled sessions; the default transport holds none."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"

@@ -1,0 +1,143 @@
+"""The one place every setting is declared: type, default, bound and doc.
+
+Loaded from one YAML file at start-up; any invalid value stops start-up with a message that
+names the key (``ConfigError``). Cross-field checks live in ``Settings._cross_checks``.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from connectors import TRANSPORTS, AnyConnectionSettings
+from connectors.credentials import SecretRef
+
+IMPACT_MAX_ROWS = 10_000  # impact's advice for one file
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSettings(_Section):
+    brokers: list[str] = Field(["kafka://localhost:9092"], min_length=1,
+                               description="Bootstrap servers, kafka://host:port.")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    ca_file: Path | None = Field(None, description="CA bundle for SSL; the system store when unset.")
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    username: str | None = None
+    password: SecretRef | None = None
+    session_timeout_s: float = Field(10.0, ge=1, description="Group session timeout.")
+    heartbeat_interval_s: float = Field(2.0, gt=0)
+    rebalance_timeout_s: float = Field(10.0, ge=1)
+    instance_id: str | None = Field(
+        default_factory=lambda: os.environ.get("IMREF_INSTANCE_ID"),
+        description="Static group membership id, stable across restarts (a StatefulSet pod name).")
+    commit_interval_s: float = Field(1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> "KafkaSettings":
+        if self.security_protocol.startswith("SASL") and not (self.sasl_mechanism and self.username and self.password):
+            raise ValueError("SASL needs sasl_mechanism, username and password")
+        if self.heartbeat_interval_s >= self.session_timeout_s:
+            raise ValueError("heartbeat_interval_s must be below session_timeout_s")
+        return self
+
+
+class TopicSettings(_Section):
+    clicks: str = "imref.clicks"
+    order_items: str = "imref.order-items"
+    unattributed: str = "imref.unattributed"
+    dead_letter: str = "imref.dead-letter"
+    partitions: int = Field(4, ge=1, description="Partitions of clicks and order items (co-partitioned).")
+    replicas: int = Field(1, ge=1, description="Replication factor of the topics the worker creates.")
+
+
+class ImpactSettings(_Section):
+    campaign_id: int = Field(gt=0, description="CampaignId from the Tech Plan.")
+    action_tracker_id: int = Field(gt=0, description="ActionTrackerId (event type) from the Tech Plan.")
+    max_event_age_days: int = Field(88, ge=1, le=88, description="impact does not process older EventDates.")
+
+
+class AttributionSettings(_Section):
+    window_days: float = Field(30.0, gt=0, description="A click older than this before the order does not attribute.")
+    grace_s: float = Field(30.0, ge=0, description="How long an item waits for its click before it is unattributed.")
+    clicks_per_customer: int = Field(4, ge=1, le=64, description="Recent clicks kept per customer.")
+
+
+class BatchSettings(_Section):
+    max_rows: int = Field(IMPACT_MAX_ROWS, ge=1, le=IMPACT_MAX_ROWS, description="Rows per file at most.")
+    max_age_s: float = Field(60.0, gt=0, description="Flush a batch this long after its first row.")
+    file_title: str = Field("conversions", description="Leading part of every file name.")
+
+    @field_validator("file_title")
+    @classmethod
+    def _impact_safe_title(cls, title: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", title):
+            raise ValueError("use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        if title.lower().startswith(("receipt_", "result_")):
+            raise ValueError("impact reserves names starting with receipt_ and result_")
+        return title
+
+
+class WebSettings(_Section):
+    enabled: bool = True
+    host: str = "0.0.0.0"
+    port: int = Field(6066, ge=0, le=65535)
+
+
+class Settings(_Section):
+    app_id: str = Field("imref-stream", pattern=r"^[A-Za-z0-9._-]+$", description="Consumer group and prefix of internal topics.")
+    data_dir: Path = Field(Path("./data"), description="Local state (RocksDB tables).")
+    store: Literal["memory://", "rocksdb://"] = Field("memory://", description="Table store; rocksdb:// in production.")
+    stop_timeout_s: float = Field(20.0, gt=0, description="SIGTERM: flush and commit within this bound.")
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    impact: ImpactSettings
+    attribution: AttributionSettings = AttributionSettings()
+    batch: BatchSettings = BatchSettings()
+    web: WebSettings = WebSettings()
+    connections: list[AnyConnectionSettings] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "Settings":
+        names = [c.name for c in self.connections]
+        if len(set(names)) != len(names):
+            raise ValueError(f"connection names must be unique: {names}")
+        if not any(c.data_type == "conversions" and c.direction == "into_impact" for c in self.connections):
+            raise ValueError("at least one connection must carry conversions into impact")
+        return self
+
+
+class ConfigError(Exception):
+    """Invalid configuration; the message names every offending key."""
+
+
+def _key(loc: tuple) -> str:
+    # pydantic puts the discriminator tag into the location of union members; users never wrote it.
+    parts = [str(p) for p in loc if not (isinstance(p, str) and p in TRANSPORTS)]
+    return ".".join(parts) or "(top level)"
+
+
+def parse_settings(data: object, source: str = "config") -> Settings:
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        lines = [f"{_key(e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError(f"invalid {source}:\n  " + "\n  ".join(lines)) from None
+
+
+def load_settings(path: str | os.PathLike) -> Settings:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    return parse_settings(data, source=f"config file {path}")
