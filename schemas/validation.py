@@ -1,0 +1,81 @@
+"""Validation of raw click and order-item records against the contracts.
+
+The JSON Schemas do the structural work (compiled once with fastjsonschema); what a schema
+cannot say -- a date relative to now -- is checked here. Every rejection carries a stable
+reason code (dead-letter header and metric label) and a human-readable detail.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import fastjsonschema
+import orjson
+
+from . import load
+
+MALFORMED_JSON = "malformed_json"
+SCHEMA_VIOLATION = "schema_violation"
+UNKNOWN_CURRENCY = "unknown_currency"
+ID_TOO_LONG = "id_too_long"
+PERSONAL_DATA = "personal_data_in_customer_id"
+EVENT_DATE_TOO_OLD = "event_date_too_old"
+EVENT_DATE_IN_FUTURE = "event_date_in_future"
+KEY_MISMATCH = "key_mismatch"
+
+_ID_FIELDS = {"customer_id", "order_id", "im_ref"}
+FUTURE_TOLERANCE = timedelta(days=1)
+
+
+class InvalidEvent(ValueError):
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def _reason(exc: fastjsonschema.JsonSchemaValueException) -> str:
+    field = exc.path[1] if len(exc.path) > 1 else ""
+    if field == "currency" and exc.rule == "enum":
+        return UNKNOWN_CURRENCY
+    if field in _ID_FIELDS and exc.rule == "maxLength":
+        return ID_TOO_LONG
+    if field == "customer_id" and exc.rule == "not":
+        return PERSONAL_DATA
+    return SCHEMA_VIOLATION
+
+
+class Validator:
+    """Parses and validates one kind of event; ``__call__`` returns the event as a dict."""
+
+    def __init__(self, schema_file: str):
+        self._check = fastjsonschema.compile(load(schema_file))
+
+    def __call__(self, raw: bytes, key: bytes | None = None) -> dict:
+        try:
+            event = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidEvent(MALFORMED_JSON, str(exc)) from None
+        try:
+            self._check(event)
+        except fastjsonschema.JsonSchemaValueException as exc:
+            # The message names the field, never echoes its value (it may be personal data).
+            raise InvalidEvent(_reason(exc), f"{exc.name} {exc.rule}") from None
+        if key is not None and key != event["customer_id"].encode():
+            raise InvalidEvent(KEY_MISMATCH, "record key differs from customer_id (breaks co-partitioning)")
+        return event
+
+
+def event_time(event: dict) -> datetime:
+    # fastjsonschema's date-time format already demanded RFC 3339, so a zone is present.
+    return datetime.fromisoformat(event["occurred_at"])
+
+
+def check_event_age(occurred: datetime, now: datetime, max_age_days: int) -> None:
+    if now - occurred > timedelta(days=max_age_days):
+        raise InvalidEvent(EVENT_DATE_TOO_OLD, f"occurred_at is more than {max_age_days} days old; impact ignores it")
+    if occurred - now > FUTURE_TOLERANCE:
+        raise InvalidEvent(EVENT_DATE_IN_FUTURE, "occurred_at is more than a day in the future")
+
+
+validate_click = Validator("click.schema.json")
+validate_order_item = Validator("order-item.schema.json")

@@ -1,0 +1,114 @@
+"""The Faust app: topics, tables and agents wired to the pipeline, from validated settings."""
+from __future__ import annotations
+
+import ssl
+
+import faust
+from faust.types import TP
+
+from connectors import build_connection
+
+from .config import Settings
+from .pipeline import Pipeline
+
+RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+
+
+def _broker_credentials(k) -> faust.auth.Credentials | None:
+    if k.security_protocol == "PLAINTEXT":
+        return None
+    context = ssl.create_default_context(cafile=str(k.ca_file) if k.ca_file else None)
+    if k.security_protocol == "SSL":
+        return faust.SSLCredentials(context)
+    password = k.password.reveal().get_secret_value()
+    if k.sasl_mechanism == "PLAIN":
+        return faust.SASLCredentials(username=k.username, password=password, ssl_context=context)
+    return faust.SASLCredentials(username=k.username, password=password, ssl_context=context,
+                                 mechanism=k.sasl_mechanism)
+
+
+class ImrefApp(faust.App):
+    pipeline: Pipeline
+
+    async def on_stop(self) -> None:
+        # Flush before Faust's own stop sequence commits the offsets: the open batches are
+        # delivered and acked first, so the final commit covers them.
+        if getattr(self, "pipeline", None) is not None and self._consumer is not None:
+            try:
+                assignment = self._consumer.assignment()
+            except Exception:  # consumer never started
+                assignment = set()
+            if assignment:
+                self.flow_control.suspend()
+                self._consumer.pause_partitions(assignment)
+                await self.pipeline.drain(self.imref.stop_timeout_s)
+        await super().on_stop()
+
+
+def create_app(settings: Settings) -> ImrefApp:
+    k = settings.kafka
+    app = ImrefApp(
+        settings.app_id,
+        broker=k.brokers,
+        broker_credentials=_broker_credentials(k),
+        store=settings.store,
+        datadir=str(settings.data_dir),
+        processing_guarantee="at_least_once",
+        broker_session_timeout=k.session_timeout_s,
+        broker_heartbeat_interval=k.heartbeat_interval_s,
+        broker_rebalance_timeout=k.rebalance_timeout_s,
+        broker_commit_interval=k.commit_interval_s,
+        consumer_group_instance_id=k.instance_id,
+        consumer_auto_offset_reset="earliest",
+        topic_partitions=settings.topics.partitions,
+        topic_replication_factor=settings.topics.replicas,
+        stream_wait_empty=False,
+        producer_acks=-1,
+        web_enabled=settings.web.enabled,
+        web_bind=settings.web.host,
+        web_port=settings.web.port,
+        autodiscover=False,
+    )
+    app.imref = settings
+    t = settings.topics
+    clicks_topic = app.topic(t.clicks, partitions=t.partitions, **RAW)
+    items_topic = app.topic(t.order_items, partitions=t.partitions, **RAW)
+    dead_letter = app.topic(t.dead_letter, partitions=t.partitions, **RAW)
+    unattributed = app.topic(t.unattributed, partitions=t.partitions, **RAW)
+
+    # Latest clicks per customer, co-partitioned with both input topics.
+    clicks_table = app.Table("clicks", partitions=t.partitions, key_type=str)
+    # Recorded batch cuts per order-item partition; written outside stream context (timer),
+    # so always held in memory and rebuilt from its changelog on assignment.
+    cuts_table = app.Table("batch-cuts", partitions=t.partitions, key_type=str, store="memory://")
+
+    connections = [build_connection(c) for c in settings.connections
+                   if c.direction == "into_impact" and c.data_type == "conversions"]
+    pipeline = app.pipeline = Pipeline(settings, clicks_table=clicks_table, cuts_table=cuts_table,
+                                       dead_letter=dead_letter, unattributed=unattributed,
+                                       connections=connections)
+    items_tp = {items_topic.get_topic_name()}
+    pipeline.committed_offset = lambda p: app.consumer._committed_offset.get(TP(t.order_items, p))
+
+    @app.agent(clicks_topic, name="clicks")
+    async def clicks(stream):
+        async for event in stream.events():
+            await pipeline.on_click(event)
+
+    @app.agent(items_topic, name="order-items")
+    async def order_items(stream):
+        stream = pipeline.ack_stream = stream.noack()  # acked by the delivery lanes, after upload
+        async for event in stream.events():
+            sealed = pipeline.on_item(event)
+            if sealed:
+                await pipeline.submit(sealed)
+
+    @app.timer(interval=0.5)
+    async def tick():
+        await pipeline.tick()
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender, revoked, **kwargs):
+        pipeline.forget({tp.partition for tp in revoked if tp.topic in items_tp})
+
+    return app

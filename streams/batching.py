@@ -1,0 +1,156 @@
+"""Cutting one source partition's records into batches: deterministic, order-preserving.
+
+A batch is a contiguous offset range of one order-item partition. It is cut when the next row
+would exceed ``max_rows`` (keeping the rows of one order together where the order fits) or,
+by the caller's timer, when it is ``max_age_s`` old. Every cut is recorded durably by the
+caller before anything is uploaded; after a restart the recorded cuts are replayed exactly,
+so a batch re-formed from the same records gets the same name and the same rows, whatever
+the wall clock did.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from .csvfile import Row
+
+
+@dataclass(eq=False)
+class Entry:
+    """One source record: a row, a pending item waiting for its click, or no row at all
+    (dead-lettered or unattributed). ``handle`` is acked, and ``confirm`` (the side-output
+    send) awaited, once the batch holding the entry is delivered."""
+
+    offset: int
+    timestamp_ms: int
+    order_id: str | None = None
+    row: Row | None = None
+    pending: bool = False
+    handle: Any = None
+    confirm: Any = None
+    batch: "Batch | None" = None
+
+    @property
+    def counts_as_row(self) -> bool:
+        return self.row is not None or self.pending
+
+
+@dataclass(eq=False)
+class Batch:
+    partition: int
+    first: int
+    opened_at: float
+    entries: list[Entry] = field(default_factory=list)
+    last: int = -1
+    pending: int = 0
+    potential_rows: int = 0
+    resolved_event: Any = None  # set by the pipeline when the batch is sealed
+
+    def append(self, entry: Entry) -> None:
+        entry.batch = self
+        self.entries.append(entry)
+        self.last = entry.offset
+        self.pending += entry.pending
+        self.potential_rows += entry.counts_as_row
+
+    @property
+    def resolved(self) -> bool:
+        return self.pending == 0
+
+    def rows(self) -> list[Row]:
+        """Rows in source order, the items of one order kept consecutive."""
+        orders: dict[str | None, list[Row]] = {}
+        for e in self.entries:
+            if e.row is not None:
+                orders.setdefault(e.order_id, []).append(e.row)
+        return [row for rows in orders.values() for row in rows]
+
+    def file_name(self, title: str) -> str:
+        day = datetime.fromtimestamp(self.entries[0].timestamp_ms / 1000, timezone.utc) if self.entries else None
+        date = day.strftime("%Y%m%d") if day else "00000000"
+        return f"{title}_{date}_p{self.partition:03d}_{self.first:012d}-{self.last:012d}.csv"
+
+
+class PartitionBatcher:
+    def __init__(self, partition: int, max_rows: int, recorded: list[tuple[int, int]] = ()):
+        self.partition = partition
+        self.max_rows = max_rows
+        self.recorded = sorted(tuple(r) for r in recorded)
+        self.open: Batch | None = None
+
+    def add(self, entry: Entry, now: float) -> list[Batch]:
+        """Take the next record of the partition; return the batches this closes."""
+        sealed = self._replay_recorded_before(entry.offset)
+        if self.recorded and self.recorded[0][0] <= entry.offset:
+            first, last = self.recorded[0]
+            if self.open and self.open.first < first:  # its own cut was not recorded: keep it apart
+                sealed.append(self._seal(self.open.first, self.open.last))
+            self._append(entry, now, first)
+            if entry.offset >= last:
+                self.recorded.pop(0)
+                sealed.append(self._seal(first, last))
+            return sealed
+        if self.open and entry.counts_as_row and self.open.potential_rows >= self.max_rows:
+            sealed.append(self._cut_before_order_of(entry, now))
+        self._append(entry, now)
+        return sealed
+
+    def seal_if_older(self, now: float, max_age_s: float) -> Batch | None:
+        """The age threshold: the caller's timer asks; a replayed recorded cut is never moved."""
+        if self.open and not self._in_recorded_range() and now - self.open.opened_at >= max_age_s:
+            return self._seal(self.open.first, self.open.last)
+        return None
+
+    def seal_open(self) -> Batch | None:
+        """Graceful stop: close what is open unless it is a replayed cut not yet complete."""
+        if self.open and not self._in_recorded_range():
+            return self._seal(self.open.first, self.open.last)
+        return None
+
+    def _in_recorded_range(self) -> bool:
+        return bool(self.recorded) and self.open is not None and self.recorded[0][0] <= self.open.last
+
+    def _replay_recorded_before(self, offset: int) -> list[Batch]:
+        sealed = []
+        while self.recorded and self.recorded[0][1] < offset:
+            first, last = self.recorded.pop(0)
+            if self.open is not None:  # records missing from the log (e.g. retention); keep the name
+                sealed.append(self._seal(first, last))
+        return sealed
+
+    def _append(self, entry: Entry, now: float, first: int | None = None) -> None:
+        if self.open is None:
+            self.open = Batch(self.partition, entry.offset if first is None else first, now)
+        self.open.append(entry)
+
+    def _cut_before_order_of(self, entry: Entry, now: float) -> Batch:
+        batch = self.open
+        start = next((i for i, e in enumerate(batch.entries) if e.order_id == entry.order_id), len(batch.entries))
+        if start == 0:  # one order larger than a file: it has to be split
+            start = len(batch.entries)
+        moved = batch.entries[start:]
+        del batch.entries[start:]
+        batch.last = batch.entries[-1].offset
+        batch.pending -= sum(e.pending for e in moved)
+        batch.potential_rows -= sum(e.counts_as_row for e in moved)
+        self.open = None
+        for e in moved:
+            self._append(e, now)
+        return batch
+
+    def _seal(self, first: int, last: int) -> Batch:
+        batch, self.open = self.open, None
+        batch.first, batch.last = first, last
+        return batch
+
+
+def resolve(entry: Entry, row: Row | None, confirm: Any = None) -> Batch | None:
+    """A pending entry got its answer; returns its batch when that batch became resolved."""
+    entry.row, entry.confirm = row, confirm
+    entry.pending = False
+    batch = entry.batch
+    batch.pending -= 1
+    if row is None:
+        batch.potential_rows -= 1
+    return batch if batch.resolved else None

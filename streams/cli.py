@@ -1,0 +1,44 @@
+"""``imref-stream``: ``worker`` runs the pipeline; ``demo`` runs it on an embedded broker."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .config import ConfigError, load_settings
+
+
+def run_worker(config: str, loglevel: str) -> int:
+    try:
+        settings = load_settings(config)
+    except ConfigError as exc:
+        print(f"imref-stream: {exc}", file=sys.stderr)
+        return 2
+    import faust
+
+    from .app import create_app
+
+    app = create_app(settings)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()  # returns on SIGTERM/SIGINT after the graceful stop
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="imref-stream", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    w = sub.add_parser("worker", help="run the pipeline against the configured Kafka cluster")
+    w.add_argument("--config", required=True, help="YAML config file")
+    w.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
+    d = sub.add_parser("demo", help="run the pipeline on an embedded broker with generated traffic")
+    d.add_argument("--output", default="demo-output", help="folder for the CSV files")
+    d.add_argument("--orders", type=int, default=400, help="orders to generate")
+    args = parser.parse_args(argv)
+    if args.command == "worker":
+        return run_worker(args.config, args.loglevel)
+    from .demo import run_demo
+
+    return run_demo(args.output, args.orders)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

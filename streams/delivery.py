@@ -1,0 +1,113 @@
+"""Delivering sealed batches to every connection, and acking their source records only after.
+
+Each partition has one lane per connection, so a connection that is down retries on its own
+while the others go on; a batch is acked when every connection has confirmed it. At most
+``max_in_flight`` batches per partition are undelivered: beyond that, ``submit`` waits and the
+agent stops pulling records (backpressure instead of unbounded memory).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+from connectors import Connection
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    first_delay_s: float = 0.5
+    max_delay_s: float = 30.0
+    attempt_timeout_s: float = 120.0
+
+    def delay(self, attempt: int) -> float:
+        # "Full jitter": spreads the retries of many workers after a shared outage.
+        return random.uniform(0, min(self.max_delay_s, self.first_delay_s * 2 ** attempt))
+
+
+async def put_until_confirmed(conn: Connection, name: str, data: bytes, policy: RetryPolicy) -> int:
+    """Retry until the destination confirms; returns the number of failed attempts."""
+    failures = 0
+    while True:
+        try:
+            await asyncio.wait_for(asyncio.to_thread(conn.put, name, data), policy.attempt_timeout_s)
+            return failures
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # every failure is retried: the batch must not be lost
+            delay = policy.delay(failures)
+            failures += 1
+            log.warning("upload failed: connection=%r file=%s attempt=%d error=%s: %s; retry in %.1fs",
+                        conn.name, name, failures, type(exc).__name__, exc, delay)
+            await asyncio.sleep(delay)
+
+
+@dataclass(eq=False)
+class Job:
+    """One sealed batch on its way: ``prepare`` makes the bytes once, every lane puts them."""
+
+    name: str
+    prepare: Callable[[], Awaitable[bytes | None]]
+    on_delivered: Callable[[], Awaitable[None]]
+    remaining: int = 0
+    data: bytes | None = None
+    _prepared: asyncio.Task | None = field(default=None, repr=False)
+
+    async def payload(self) -> bytes | None:
+        if self._prepared is None:
+            self._prepared = asyncio.ensure_future(self.prepare())
+        return await asyncio.shield(self._prepared)
+
+
+class PartitionLanes:
+    def __init__(self, partition: int, connections: list[Connection], policy: RetryPolicy,
+                 max_in_flight: int = 4, on_put: Callable[[Connection, str, int, int], None] | None = None):
+        self.partition = partition
+        self.policy = policy
+        self.on_put = on_put
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._queues = {c.name: asyncio.Queue() for c in connections}
+        self._tasks = [asyncio.ensure_future(self._run(c, self._queues[c.name])) for c in connections]
+        self._unfinished: list[Job] = []
+
+    async def submit(self, job: Job) -> None:
+        await self._slots.acquire()
+        job.remaining = len(self._queues)
+        self._unfinished.append(job)
+        asyncio.ensure_future(job.payload())  # start recording the cut and rendering now
+        for queue in self._queues.values():
+            queue.put_nowait(job)
+
+    @property
+    def idle(self) -> bool:
+        return not self._unfinished
+
+    async def wait_idle(self) -> None:
+        while self._unfinished:
+            await asyncio.sleep(0.05)
+
+    def cancel(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for job in self._unfinished:
+            if job._prepared is not None:
+                job._prepared.cancel()
+
+    async def _run(self, conn: Connection, queue: asyncio.Queue) -> None:
+        while True:
+            job: Job = await queue.get()
+            data = await job.payload()
+            if data is not None:
+                failures = await put_until_confirmed(conn, job.name, data, self.policy)
+                if self.on_put:
+                    self.on_put(conn, job.name, len(data), failures)
+            job.remaining -= 1
+            if job.remaining == 0:
+                # Lanes deliver in order, so the last lane to finish a job finishes jobs in order.
+                await job.on_delivered()
+                self._unfinished.remove(job)
+                self._slots.release()

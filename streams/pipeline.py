@@ -1,0 +1,232 @@
+"""The join and batching logic the Faust agents run: validate, attribute, wait, cut, deliver.
+
+Everything here is synchronous per event (no ``await`` on the hot path); the agents in
+``streams.app`` feed it and the delivery lanes take the sealed batches away.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from datetime import datetime, timezone
+from time import monotonic
+from typing import Any
+
+from schemas.validation import InvalidEvent, check_event_age, event_time, validate_click, validate_order_item
+
+from .attribution import attribute, remember
+from .batching import Batch, Entry, PartitionBatcher, resolve
+from .config import Settings
+from .csvfile import conversion_row, render
+from .delivery import Job, PartitionLanes, RetryPolicy
+
+log = logging.getLogger(__name__)
+
+NO_CLICK = "no_click"
+CLICK_OUTSIDE_WINDOW = "click_outside_window"
+
+
+def origin_headers(event: Any, reason: str, detail: str = "") -> list[tuple[str, bytes]]:
+    msg = event.message
+    return [
+        ("imref.reason", reason.encode()),
+        ("imref.detail", detail.encode()),
+        ("imref.source.topic", msg.topic.encode()),
+        ("imref.source.partition", str(msg.partition).encode()),
+        ("imref.source.offset", str(msg.offset).encode()),
+    ]
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, *, clicks_table, cuts_table, dead_letter, unattributed,
+                 connections, metrics=None):
+        self.s = settings
+        self.clicks = clicks_table
+        self.cuts = cuts_table
+        self.dead_letter = dead_letter
+        self.unattributed = unattributed
+        self.connections = connections
+        self.metrics = metrics
+        self.window_s = settings.attribution.window_days * 86400
+        self.grace_s = settings.attribution.grace_s
+        self.ack_stream = None  # set by the order-items agent
+        self.committed_offset = lambda partition: None  # set by the app: Faust's committed offset
+        self._batchers: dict[int, PartitionBatcher] = {}
+        self._lanes: dict[int, PartitionLanes] = {}
+        self._waiting: dict[tuple[int, str], list] = {}
+        self._deadlines: deque = deque()
+        self._retry = RetryPolicy()
+
+    # -- clicks ---------------------------------------------------------------------------
+    async def on_click(self, event) -> None:
+        try:
+            click = validate_click(event.value, event.key)
+        except InvalidEvent as exc:
+            await self._send(self.dead_letter, event, exc.reason, exc.detail)  # confirmed before the ack
+            return
+        key = click["customer_id"]
+        history = remember(self.clicks.get(key), event_time(click).timestamp(), click["im_ref"],
+                           self.s.attribution.clicks_per_customer, self.window_s)
+        self.clicks[key] = history
+        self._count("clicks_in")
+        for waiting in self._waiting.pop((event.message.partition, key), ()):
+            if waiting[0].pending and not self._try_attribute(waiting, history):
+                self._waiting.setdefault((event.message.partition, key), []).append(waiting)
+
+    # -- order items ----------------------------------------------------------------------
+    def on_item(self, event) -> list[Batch]:
+        msg = event.message
+        entry = Entry(msg.offset, int(msg.timestamp * 1000), handle=event)
+        self._count("items_in")
+        try:
+            item = validate_order_item(event.value, event.key)
+            occurred = event_time(item)
+            check_event_age(occurred, datetime.now(timezone.utc), self.s.impact.max_event_age_days)
+        except InvalidEvent as exc:
+            entry.confirm = self._send_soon(self.dead_letter, event, exc.reason, exc.detail)
+            self._count("dead_letter", exc.reason)
+        else:
+            entry.order_id = item["order_id"]
+            waiting = (entry, item, occurred, event)
+            click_id = item.get("im_ref")
+            if click_id:
+                entry.row = self._row(item, occurred, click_id)
+            elif not self._try_attribute(waiting, self.clicks.get(item["customer_id"])):
+                entry.pending = True
+                self._waiting.setdefault((msg.partition, item["customer_id"]), []).append(waiting)
+                self._deadlines.append((monotonic() + self.grace_s, msg.partition, item["customer_id"], waiting))
+        return self._batcher(msg.partition, msg.offset).add(entry, monotonic())
+
+    def _row(self, item: dict, occurred: datetime, click_id: str):
+        self._count("joined")
+        return conversion_row(self.s.impact.campaign_id, self.s.impact.action_tracker_id, item, occurred, click_id)
+
+    def _try_attribute(self, waiting, history) -> bool:
+        entry, item, occurred, _ = waiting
+        click_id = attribute(history, occurred.timestamp(), self.window_s, self.grace_s)
+        if click_id is None:
+            return False
+        row = self._row(item, occurred, click_id)
+        if entry.pending:
+            self._resolved(resolve(entry, row))
+        else:
+            entry.row = row
+        return True
+
+    def expire_waiting(self, now: float) -> None:
+        """Items whose grace ran out go to the unattributed topic, never into a file."""
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, partition, key, waiting = self._deadlines.popleft()
+            entry, _, _, event = waiting
+            if not entry.pending or entry.batch is None:
+                continue
+            reason = CLICK_OUTSIDE_WINDOW if self.clicks.get(key) else NO_CLICK
+            fut = self._send_soon(self.unattributed, event, reason, f"no click within {self.grace_s:g}s grace")
+            self._count("unattributed", reason)
+            queue = self._waiting.get((partition, key), [])
+            if waiting in queue:
+                queue.remove(waiting)
+            if not queue:
+                self._waiting.pop((partition, key), None)
+            self._resolved(resolve(entry, None, fut))
+
+    # -- batches --------------------------------------------------------------------------
+    def _batcher(self, partition: int, offset: int) -> PartitionBatcher:
+        batcher = self._batchers.get(partition)
+        if batcher is None:
+            recorded = [tuple(c) for c in self.cuts.get(str(partition)) or () if c[1] >= offset]
+            batcher = self._batchers[partition] = PartitionBatcher(partition, self.s.batch.max_rows, recorded)
+            if recorded:
+                log.info("partition %d: replaying %d recorded cut(s) from offset %d", partition, len(recorded), offset)
+        return batcher
+
+    async def submit(self, batches: list[Batch]) -> None:
+        for batch in batches:
+            fut = self._record_cut(batch)
+            batch.resolved_event = asyncio.Event()
+            if batch.resolved:
+                batch.resolved_event.set()
+            job = Job(batch.file_name(self.s.batch.file_title),
+                      prepare=lambda b=batch, f=fut: self._prepare(b, f),
+                      on_delivered=lambda b=batch: self._ack(b))
+            await self._lane(batch.partition).submit(job)
+
+    async def tick(self) -> None:
+        now = monotonic()
+        self.expire_waiting(now)
+        for batcher in list(self._batchers.values()):
+            batch = batcher.seal_if_older(now, self.s.batch.max_age_s)
+            if batch is not None:
+                await self.submit([batch])
+
+    async def drain(self, timeout: float) -> None:
+        """Graceful stop: seal what is open, deliver what can be delivered within the bound."""
+        for batcher in list(self._batchers.values()):
+            batch = batcher.seal_open()
+            if batch is not None:
+                await self.submit([batch])
+        try:
+            await asyncio.wait_for(asyncio.gather(*(lane.wait_idle() for lane in self._lanes.values())), timeout)
+        except asyncio.TimeoutError:
+            log.warning("stop bound of %.0fs reached; undelivered batches will be re-read after restart", timeout)
+
+    def forget(self, partitions: set[int]) -> None:
+        """Partitions revoked: their un-acked records go to the new owner, which re-forms them."""
+        for p in partitions:
+            self._batchers.pop(p, None)
+            lane = self._lanes.pop(p, None)
+            if lane:
+                lane.cancel()
+        self._waiting = {k: v for k, v in self._waiting.items() if k[0] not in partitions}
+        self._deadlines = deque(d for d in self._deadlines if d[1] not in partitions)
+
+    def _lane(self, partition: int) -> PartitionLanes:
+        lane = self._lanes.get(partition)
+        if lane is None:
+            lane = self._lanes[partition] = PartitionLanes(partition, self.connections, self._retry,
+                                                           on_put=self._on_put)
+        return lane
+
+    def _record_cut(self, batch: Batch):
+        """Written, and confirmed in ``_prepare``, before any upload: a restart replays the cut."""
+        committed = self.committed_offset(batch.partition)
+        key = str(batch.partition)
+        cuts = [c for c in self.cuts.get(key) or () if committed is None or c[1] >= committed]
+        cuts.append([batch.first, batch.last])
+        self.cuts.data[key] = cuts
+        return self.cuts.send_changelog(batch.partition, key, cuts)
+
+    async def _prepare(self, batch: Batch, cut_recorded) -> bytes | None:
+        await cut_recorded
+        await batch.resolved_event.wait()
+        for entry in batch.entries:
+            if entry.confirm is not None:
+                await entry.confirm
+        rows = batch.rows()
+        return render(rows) if rows else None
+
+    async def _ack(self, batch: Batch) -> None:
+        rows = sum(e.row is not None for e in batch.entries)
+        for entry in batch.entries:
+            await self.ack_stream.ack(entry.handle)
+        log.info("partition %d offsets %d-%d delivered: %d rows", batch.partition, batch.first, batch.last, rows)
+
+    def _resolved(self, batch: Batch | None) -> None:
+        if batch is not None and batch.resolved_event is not None:
+            batch.resolved_event.set()
+
+    # -- side outputs ---------------------------------------------------------------------
+    def _send_soon(self, topic, event, reason: str, detail: str):
+        return topic.send_soon(key=event.key, value=event.value, headers=origin_headers(event, reason, detail))
+
+    async def _send(self, topic, event, reason: str, detail: str) -> None:
+        self._count("dead_letter", reason)
+        await (await topic.send(key=event.key, value=event.value, headers=origin_headers(event, reason, detail)))
+
+    def _on_put(self, conn, name: str, size: int, failures: int) -> None:
+        log.info("connection %r confirmed %s (%d bytes, %d failed attempts)", conn.name, name, size, failures)
+        self._count("files_delivered", conn.name)
+
+    def _count(self, what: str, label: str | None = None) -> None:
+        if self.metrics is not None:
+            self.metrics.inc(what, label)
