@@ -1,0 +1,1 @@
+"""Faust agents, batching and delivery of impact conversion files."""

@@ -1,0 +1,150 @@
+"""Test harness: workers run as subprocesses the way a user runs them, real topics, real files."""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+SUPPORT = Path(__file__).parent
+ROOT = SUPPORT.parents[1]
+
+
+def write_config(path: Path, *, bootstrap: str, app_id: str, out_dir: Path, data_dir: Path,
+                 **sections) -> Path:
+    config = {
+        "app_id": app_id,
+        "data_dir": str(data_dir),
+        "stop_timeout_s": 10,
+        # The group settings Tansu needs to form and re-form groups in seconds (test-broker README).
+        "kafka": {"brokers": [f"kafka://{bootstrap}"], "session_timeout_s": 6, "heartbeat_interval_s": 1,
+                  "rebalance_timeout_s": 6},
+        "topics": {"clicks": f"{app_id}.clicks", "order_items": f"{app_id}.order-items",
+                   "unattributed": f"{app_id}.unattributed", "dead_letter": f"{app_id}.dead-letter",
+                   "partitions": 4},
+        "impact": {"campaign_id": 1000, "action_tracker_id": 4321},
+        "web": {"enabled": False},
+        "connections": [{"name": "outbox", "method": "fsspec", "url": str(out_dir)}],
+    }
+    for key, value in sections.items():
+        config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+class WorkerProcess:
+    def __init__(self, config: Path, log_path: Path, env: dict | None = None):
+        self.config, self.log_path = config, log_path
+        self.env = {**os.environ, "PYTHONPATH": f"{SUPPORT}{os.pathsep}{ROOT}",
+                    "IMREF_TEST_TANSU_COMPAT": "1", **(env or {})}
+        self.proc: subprocess.Popen | None = None
+        self.started_at = 0.0
+        self._log_offset = 0
+
+    def start(self) -> "WorkerProcess":
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        log = open(self.log_path, "ab")
+        self.started_at = time.monotonic()
+        self.proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--config", str(self.config)],
+                                     stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT)
+        log.close()
+        return self
+
+    def log_text(self) -> str:
+        with open(self.log_path, "rb") as f:
+            f.seek(self._log_offset)
+            return f.read().decode(errors="replace")
+
+    def wait_for_log(self, text: str, timeout: float = 60) -> float:
+        """Seconds from start until ``text`` appears in this run's log."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log_text():
+                return time.monotonic() - self.started_at
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited ({self.proc.returncode}):\n{self.log_text()[-3000:]}")
+            time.sleep(0.1)
+        raise AssertionError(f"{text!r} not in worker log after {timeout}s:\n{self.log_text()[-3000:]}")
+
+    def wait_ready(self, timeout: float = 90) -> float:
+        return self.wait_for_log("Worker ready", timeout)
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self, timeout: float = 40) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(f"worker ignored SIGTERM for {timeout}s")
+        return self.proc.returncode
+
+
+def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> list:
+    """Produce and return each record's (partition, offset) metadata."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    try:
+        futures = [producer.send(topic, key=k, value=v) for k, v in records]
+        producer.flush()
+        return [f.get(10) for f in futures]
+    finally:
+        producer.close()
+
+
+def read_topic(bootstrap: str, topic: str, expect: int, timeout: float = 60, settle_s: float = 2.0) -> list:
+    """All records of a topic: waits for ``expect`` of them, then ``settle_s`` more for extras."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                             consumer_timeout_ms=300)
+    parts = consumer.partitions_for_topic(topic) or set()
+    deadline = time.monotonic() + timeout
+    while not parts and time.monotonic() < deadline:
+        time.sleep(0.3)
+        consumer.close()
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                                 consumer_timeout_ms=300)
+        parts = consumer.partitions_for_topic(topic) or set()
+    consumer.assign([TopicPartition(topic, p) for p in parts])
+    consumer.seek_to_beginning()
+    records, settled_at = [], None
+    try:
+        while time.monotonic() < deadline:
+            records.extend(consumer)
+            if len(records) >= expect:
+                settled_at = settled_at or time.monotonic()
+                if time.monotonic() - settled_at >= settle_s:
+                    break
+        return records
+    finally:
+        consumer.close()
+
+
+def read_csv_files(out_dir: Path) -> dict[str, list[list[str]]]:
+    """name -> rows including the header; only final names (temporary names start with '.')."""
+    files = {}
+    for path in sorted(out_dir.glob("*.csv")):
+        files[path.name] = list(csv.reader(io.StringIO(path.read_bytes().decode(), newline="")))
+    return files
+
+
+def wait_for_rows(out_dir: Path, expect: int, timeout: float = 90, worker: WorkerProcess | None = None) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        files = read_csv_files(out_dir) if out_dir.exists() else {}
+        rows = sum(len(r) - 1 for r in files.values())
+        if rows >= expect or time.monotonic() > deadline:
+            return files
+        if worker is not None and worker.proc.poll() is not None:
+            raise AssertionError(f"worker exited ({worker.proc.returncode}):\n{worker.log_text()[-3000:]}")
+        time.sleep(0.25)

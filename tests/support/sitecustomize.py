@@ -1,0 +1,6 @@
+"""Loaded by the worker subprocesses the tests start (tests/support is on their PYTHONPATH):
+applies the test-broker workarounds before Faust starts. Never part of the product."""
+import os
+
+if os.environ.get("IMREF_TEST_TANSU_COMPAT"):
+    import tansu_compat  # noqa: F401  corrects changelog high-waters (table recovery)
