@@ -1,0 +1,87 @@
+from streams.batching import Entry, PartitionBatcher, resolve
+
+
+def row(order):
+    return (order,)
+
+
+def feed(batcher, items, now=0.0):
+    """items: (offset, order_id or None, kind) with kind 'row' | 'pending' | 'none'"""
+    sealed = []
+    for offset, order, kind in items:
+        e = Entry(offset, 1_700_000_000_000, order_id=order, row=row(order) if kind == "row" else None,
+                  pending=kind == "pending")
+        sealed += batcher.add(e, now)
+    return sealed
+
+
+def test_size_cut_keeps_an_order_together():
+    b = PartitionBatcher(0, max_rows=4)
+    sealed = feed(b, [(0, "A", "row"), (1, "A", "row"), (2, "B", "row"), (3, "B", "row"), (4, "B", "row"),
+                      (5, "C", "row")])
+    assert [(s.first, s.last) for s in sealed] == [(0, 1)]
+    assert [e.order_id for e in b.open.entries] == ["B", "B", "B", "C"]
+
+
+def test_an_order_larger_than_a_file_is_split_at_max_rows():
+    b = PartitionBatcher(0, max_rows=3)
+    sealed = feed(b, [(i, "BIG", "row") for i in range(7)])
+    assert [(s.first, s.last, len(s.rows())) for s in sealed] == [(0, 2, 3), (3, 5, 3)]
+
+
+def test_rows_never_exceed_max_and_records_without_rows_do_not_count():
+    b = PartitionBatcher(0, max_rows=2)
+    sealed = feed(b, [(0, "A", "row"), (1, None, "none"), (2, "B", "row"), (3, None, "none"), (4, "C", "row")])
+    assert [(s.first, s.last) for s in sealed] == [(0, 3)]
+    assert len(sealed[0].rows()) == 2
+
+
+def test_items_of_an_order_are_grouped_in_the_file():
+    b = PartitionBatcher(0, max_rows=10)
+    feed(b, [(0, "A", "row"), (1, "B", "row"), (2, "A", "row"), (3, "C", "row"), (4, "B", "row")])
+    assert [r[0] for r in b.open.rows()] == ["A", "A", "B", "B", "C"]
+
+
+def test_recorded_cuts_are_replayed_exactly_whatever_the_size_rule():
+    # Before a crash the timer cut at 0-2 and 3-3; replay must reproduce those ranges.
+    b = PartitionBatcher(0, max_rows=100, recorded=[(0, 2), (3, 3)])
+    sealed = feed(b, [(0, "A", "row"), (1, "B", "row"), (2, "C", "row"), (3, "D", "row"), (4, "E", "row")])
+    assert [(s.first, s.last) for s in sealed] == [(0, 2), (3, 3)]
+    assert b.open.first == 4
+
+
+def test_recorded_cut_is_not_moved_by_the_timer():
+    b = PartitionBatcher(0, max_rows=100, recorded=[(0, 5)])
+    feed(b, [(0, "A", "row"), (1, "B", "row")], now=0.0)
+    assert b.seal_if_older(now=999.0, max_age_s=1) is None
+    assert b.seal_open() is None
+
+
+def test_recorded_cut_whose_last_record_is_gone_keeps_its_name():
+    b = PartitionBatcher(0, max_rows=100, recorded=[(10, 13)])
+    sealed = feed(b, [(10, "A", "row"), (11, "B", "row"), (20, "C", "row")])
+    assert [(s.first, s.last) for s in sealed] == [(10, 13)]
+
+
+def test_timer_seals_only_old_batches():
+    b = PartitionBatcher(0, max_rows=100)
+    feed(b, [(0, "A", "row")], now=10.0)
+    assert b.seal_if_older(now=10.5, max_age_s=1) is None
+    batch = b.seal_if_older(now=11.0, max_age_s=1)
+    assert (batch.first, batch.last) == (0, 0) and b.open is None
+
+
+def test_pending_items_count_towards_the_size_and_resolve_the_batch():
+    b = PartitionBatcher(0, max_rows=2)
+    feed(b, [(0, "A", "pending"), (1, "B", "row")])
+    pending = b.open.entries[0]
+    batch = feed(b, [(2, "C", "row")])[0]
+    assert not batch.resolved
+    assert resolve(pending, None, confirm="sent") is batch
+    assert batch.resolved and batch.rows() == [row("B")]
+
+
+def test_file_name_is_deterministic_and_from_the_source():
+    b = PartitionBatcher(7, max_rows=1)
+    batch = feed(b, [(41, "A", "row"), (42, "B", "row")])[0]
+    assert batch.file_name("acme") == "acme_20231114_p007_000000000041-000000000041.csv"

@@ -1,0 +1,38 @@
+import csv
+import io
+from datetime import datetime, timedelta, timezone
+
+from streams.csvfile import conversion_row, neutralise, render
+
+SEED_HEADER = "CampaignId,ActionTrackerId,EventDate,OrderId,ClickId,CustomerId,CurrencyCode,Amount,Category,Sku,Quantity"
+ITEM = {"order_id": "01928374", "customer_id": "BCZ2WVSH674563PDPYOTM3AXDQ", "currency": "USD", "amount": "42.50",
+        "category": "Blacksmithing", "sku": "A-198237465", "quantity": 1}
+AT = datetime(2021, 11, 23, 18, 0, 22, 517000, tzinfo=timezone.utc)
+
+
+def test_seed_example_is_reproduced_byte_for_byte():
+    row = conversion_row(1000, 4321, ITEM, AT, "QiiWXOVnrQ3SQHl24jQjyxBGUkmzfJ3i1VHrWM0")
+    assert render([row]) == (SEED_HEADER + "\r\n" + "1000,4321,2021-11-23T18:00:22+00:00,01928374,"
+                             "QiiWXOVnrQ3SQHl24jQjyxBGUkmzfJ3i1VHrWM0,BCZ2WVSH674563PDPYOTM3AXDQ,USD,42.50,"
+                             "Blacksmithing,A-198237465,1\r\n").encode()
+
+
+def test_event_date_keeps_its_zone():
+    at = AT.astimezone(timezone(timedelta(hours=-5)))
+    assert conversion_row(1, 2, ITEM, at, "c")[2] == "2021-11-23T13:00:22-05:00"
+
+
+def test_rfc4180_quoting_round_trips():
+    item = {**ITEM, "category": 'Tools, "heavy"', "sku": "line\nbreak"}
+    data = render([conversion_row(1, 2, item, AT, "c")])
+    parsed = list(csv.reader(io.StringIO(data.decode(), newline="")))
+    assert parsed[1][8:10] == ['Tools, "heavy"', "line\nbreak"]
+    assert b'"Tools, ""heavy"""' in data
+
+
+def test_formula_cells_are_neutralised():
+    for lead in "=+-@\t\r":
+        assert neutralise(lead + "SUM(A1)") == "'" + lead + "SUM(A1)"
+    assert neutralise("A-1") == "A-1"
+    row = conversion_row(1, 2, {**ITEM, "sku": "=cmd|' /C calc'!A0", "category": "@x"}, AT, "-c")
+    assert (row[4], row[8], row[9]) == ("'-c", "'@x", "'=cmd|' /C calc'!A0")

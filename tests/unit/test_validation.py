@@ -1,0 +1,101 @@
+from datetime import datetime, timedelta, timezone
+
+import orjson
+import pycountry
+import pytest
+
+from schemas import load
+from schemas.validation import InvalidEvent, check_event_age, event_time, validate_click, validate_order_item
+
+GOOD = {"order_id": "O1", "customer_id": "BCZ2WVSH674563", "occurred_at": "2026-11-20T10:00:00+01:00",
+        "currency": "USD", "amount": "42.50", "category": "Blacksmithing", "sku": "A-198237465", "quantity": 1}
+
+
+def reason_of(validator, raw, key=None):
+    with pytest.raises(InvalidEvent) as exc:
+        validator(raw, key)
+    return exc.value.reason
+
+
+def test_valid_item_passes_and_keeps_extra_fields():
+    event = validate_order_item(orjson.dumps({**GOOD, "promo_code": "X", "channel": "web"}), b"BCZ2WVSH674563")
+    assert event["channel"] == "web"
+
+
+@pytest.mark.parametrize("patch, reason", [
+    ({"currency": "XYZ"}, "unknown_currency"),
+    ({"currency": "usd"}, "unknown_currency"),
+    ({"order_id": "O" * 65}, "id_too_long"),
+    ({"customer_id": "C" * 256}, "id_too_long"),
+    ({"im_ref": "R" * 65}, "id_too_long"),
+    ({"customer_id": "jane@example.com"}, "personal_data_in_customer_id"),
+    ({"customer_id": "user jane.doe@mail.example.org"}, "personal_data_in_customer_id"),
+    ({"customer_id": "+4915112345678"}, "personal_data_in_customer_id"),
+    ({"customer_id": "(555) 123-4567"}, "personal_data_in_customer_id"),
+    ({"customer_id": "555.123.4567"}, "personal_data_in_customer_id"),
+    ({"quantity": 0}, "schema_violation"),
+    ({"quantity": "1"}, "schema_violation"),
+    ({"amount": "-1.00"}, "schema_violation"),
+    ({"amount": 12.5}, "schema_violation"),
+    ({"amount": "1,50"}, "schema_violation"),
+    ({"occurred_at": "2026-11-20T10:00:00"}, "schema_violation"),  # no zone
+    ({"occurred_at": "20/11/2026"}, "schema_violation"),
+    ({"category": ""}, "schema_violation"),
+    ({"im_ref": "has space"}, "schema_violation"),
+])
+def test_each_rule_rejects_its_invalid_example(patch, reason):
+    assert reason_of(validate_order_item, orjson.dumps({**GOOD, **patch})) == reason
+
+
+@pytest.mark.parametrize("field", ["order_id", "customer_id", "occurred_at", "currency", "amount", "category",
+                                   "sku", "quantity"])
+def test_missing_required_field(field):
+    item = {k: v for k, v in GOOD.items() if k != field}
+    assert reason_of(validate_order_item, orjson.dumps(item)) == "schema_violation"
+
+
+def test_numeric_customer_ids_are_not_taken_for_phone_numbers():
+    assert validate_order_item(orjson.dumps({**GOOD, "customer_id": "1234567890"}))
+
+
+def test_malformed_json_and_non_object():
+    assert reason_of(validate_order_item, b"{oops") == "malformed_json"
+    assert reason_of(validate_order_item, b"\xff\xfe") == "malformed_json"
+    assert reason_of(validate_order_item, b"[1, 2]") == "schema_violation"
+
+
+def test_key_must_be_the_customer_id():
+    assert reason_of(validate_order_item, orjson.dumps(GOOD), b"someone-else") == "key_mismatch"
+
+
+def test_detail_never_echoes_personal_data():
+    with pytest.raises(InvalidEvent) as exc:
+        validate_order_item(orjson.dumps({**GOOD, "customer_id": "jane@example.com"}))
+    assert "jane" not in str(exc.value)
+
+
+def test_event_age_limits():
+    now = datetime(2026, 11, 22, tzinfo=timezone.utc)
+    check_event_age(now - timedelta(days=87, hours=23), now, 88)
+    with pytest.raises(InvalidEvent, match="event_date_too_old"):
+        check_event_age(now - timedelta(days=88, seconds=1), now, 88)
+    with pytest.raises(InvalidEvent, match="event_date_in_future"):
+        check_event_age(now + timedelta(days=2), now, 88)
+
+
+def test_event_time_keeps_the_zone():
+    assert event_time(GOOD).utcoffset() == timedelta(hours=1)
+    assert event_time({**GOOD, "occurred_at": "2026-11-20T10:00:00.123Z"}).utcoffset() == timedelta(0)
+
+
+def test_click_contract():
+    ok = {"customer_id": "C1", "im_ref": "QiiWXOVnrQ3SQHl24jQjyxBGUkmzfJ3i1VHrWM0", "occurred_at": "2026-11-20T10:00:00Z"}
+    assert validate_click(orjson.dumps(ok), b"C1")["im_ref"] == ok["im_ref"]
+    assert reason_of(validate_click, orjson.dumps({**ok, "im_ref": "x" * 65})) == "id_too_long"
+    assert reason_of(validate_click, orjson.dumps({**ok, "customer_id": "a@b.de"})) == "personal_data_in_customer_id"
+    assert reason_of(validate_click, orjson.dumps({k: v for k, v in ok.items() if k != "im_ref"})) == "schema_violation"
+
+
+def test_currency_list_is_iso_4217():
+    enum = load("order-item.schema.json")["properties"]["currency"]["enum"]
+    assert set(enum) == {c.alpha_3 for c in pycountry.currencies}
