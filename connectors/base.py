@@ -20,9 +20,9 @@ class ConnectionSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1, description="Describes the connection, e.g. 'impact FTP conversions'.")
-    direction: Direction = "into_impact"
-    data_type: DataType = "conversions"
-    methodology: Methodology
+    direction: Direction = Field("into_impact", description="Into impact, or out of impact.")
+    data_type: DataType = Field("conversions", description="Which files this connection carries.")
+    methodology: Methodology = Field(description="Push to impact, pull from 3rd party or pull from impact.")
     timeout_s: float = Field(30.0, gt=0, description="Timeout of one network step.")
 
 

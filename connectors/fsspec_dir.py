@@ -11,7 +11,7 @@ from .base import Connection, ConnectionSettings
 
 
 class FsspecSettings(ConnectionSettings):
-    method: Literal["fsspec"]
+    method: Literal["fsspec"] = Field(description="Write into a directory impact pulls from.")
     methodology: Literal["pull_from_3rd_party"] = "pull_from_3rd_party"
     url: str = Field(description="Directory URL, e.g. file:///var/impact/outbox or s3://bucket/impact/")
     storage_options: dict[str, Any] = Field(default_factory=dict, description="Non-secret fsspec options.")

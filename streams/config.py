@@ -26,18 +26,19 @@ class _Section(BaseModel):
 class KafkaSettings(_Section):
     brokers: list[str] = Field(["kafka://localhost:9092"], min_length=1,
                                description="Bootstrap servers, kafka://host:port.")
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="SSL always verifies the broker certificate.")
     ca_file: Path | None = Field(None, description="CA bundle for SSL; the system store when unset.")
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    username: str | None = None
-    password: SecretRef | None = None
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", None] = Field(None, description="With SASL_*.")
+    username: str | None = Field(None, description="SASL user name.")
+    password: SecretRef | None = Field(None, description="SASL password: `{file: PATH}` or `{env: NAME}`.")
     session_timeout_s: float = Field(10.0, ge=1, description="Group session timeout.")
-    heartbeat_interval_s: float = Field(2.0, gt=0)
-    rebalance_timeout_s: float = Field(10.0, ge=1)
+    heartbeat_interval_s: float = Field(2.0, gt=0, description="Group heartbeat; below the session timeout.")
+    rebalance_timeout_s: float = Field(10.0, ge=1, description="How long the group waits for members to rejoin.")
     instance_id: str | None = Field(
         default_factory=lambda: os.environ.get("IMREF_INSTANCE_ID"),
         description="Static group membership id, stable across restarts (a StatefulSet pod name).")
-    commit_interval_s: float = Field(1.0, gt=0)
+    commit_interval_s: float = Field(1.0, gt=0, description="How often delivered (acked) offsets are committed.")
 
     @model_validator(mode="after")
     def _sasl_complete(self) -> "KafkaSettings":
@@ -49,10 +50,10 @@ class KafkaSettings(_Section):
 
 
 class TopicSettings(_Section):
-    clicks: str = "imref.clicks"
-    order_items: str = "imref.order-items"
-    unattributed: str = "imref.unattributed"
-    dead_letter: str = "imref.dead-letter"
+    clicks: str = Field("imref.clicks", description="Click events, keyed by customer id.")
+    order_items: str = Field("imref.order-items", description="Order-item events, keyed by customer id.")
+    unattributed: str = Field("imref.unattributed", description="Items without a click after the grace period.")
+    dead_letter: str = Field("imref.dead-letter", description="Invalid events, with reason and origin headers.")
     partitions: int = Field(4, ge=1, description="Partitions of clicks and order items (co-partitioned).")
     replicas: int = Field(1, ge=1, description="Replication factor of the topics the worker creates.")
 
@@ -85,9 +86,9 @@ class BatchSettings(_Section):
 
 
 class WebSettings(_Section):
-    enabled: bool = True
-    host: str = "0.0.0.0"
-    port: int = Field(6066, ge=0, le=65535)
+    enabled: bool = Field(True, description="Serve the worker's HTTP endpoints.")
+    host: str = Field("0.0.0.0", description="Bind address.")
+    port: int = Field(6066, ge=0, le=65535, description="HTTP port.")
 
 
 class Settings(_Section):
