@@ -4,6 +4,7 @@ from __future__ import annotations
 import ssl
 
 import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
 from connectors import build_connection
@@ -27,8 +28,28 @@ def _broker_credentials(k) -> faust.auth.Credentials | None:
                                  mechanism=k.sasl_mechanism)
 
 
+class _BatchAwareConsumer(faust_aiokafka.Consumer):
+    """Never commits past the oldest record still held in an undelivered batch.
+
+    Acking only after upload is not enough on its own: Faust also marks offsets it believes
+    were skipped ("gaps", meant for transaction markers) as acked, and a consumer that is
+    repositioned during recovery can make it see such gaps over records we still hold."""
+
+    def _new_offset(self, tp: TP):
+        offset = super()._new_offset(tp)
+        limit = self.app.pipeline.commit_limit(tp)
+        return offset if offset is None or limit is None else min(offset, limit)
+
+
+class _Transport(faust_aiokafka.Transport):
+    Consumer = _BatchAwareConsumer
+
+
 class ImrefApp(faust.App):
     pipeline: Pipeline
+
+    def _new_transport(self) -> _Transport:
+        return _Transport(self.conf.broker_consumer, self)
 
     async def on_stop(self) -> None:
         # Flush before Faust's own stop sequence commits the offsets: the open batches are
@@ -79,8 +100,9 @@ def create_app(settings: Settings) -> ImrefApp:
     # Latest clicks per customer, co-partitioned with both input topics.
     clicks_table = app.Table("clicks", partitions=t.partitions, key_type=str)
     # Recorded batch cuts per order-item partition; written outside stream context (timer),
-    # so always held in memory and rebuilt from its changelog on assignment.
-    cuts_table = app.Table("batch-cuts", partitions=t.partitions, key_type=str, store="memory://")
+    # so always held in memory and rebuilt from its changelog on assignment. (A bare
+    # "memory://" is an empty, falsy URL to Faust, which then falls back to the app's store.)
+    cuts_table = app.Table("batch-cuts", partitions=t.partitions, key_type=str, store="memory://batch-cuts")
 
     connections = [build_connection(c) for c in settings.connections
                    if c.direction == "into_impact" and c.data_type == "conversions"]
@@ -88,6 +110,7 @@ def create_app(settings: Settings) -> ImrefApp:
                                        dead_letter=dead_letter, unattributed=unattributed,
                                        connections=connections)
     items_tp = {items_topic.get_topic_name()}
+    pipeline.items_topic = t.order_items
     pipeline.committed_offset = lambda p: app.consumer._committed_offset.get(TP(t.order_items, p))
 
     @app.agent(clicks_topic, name="clicks")

@@ -46,6 +46,7 @@ class Batch:
     pending: int = 0
     potential_rows: int = 0
     resolved_event: Any = None  # set by the pipeline when the batch is sealed
+    delivered: bool = False  # already delivered whole before a restart: ack, never upload
 
     def append(self, entry: Entry) -> None:
         entry.batch = self
@@ -78,15 +79,33 @@ class PartitionBatcher:
         self.max_rows = max_rows
         self.recorded = sorted(tuple(r) for r in recorded)
         self.open: Batch | None = None
+        self.next_offset = -1
+        self.delivered_through = -1
+
+    def is_redelivery(self, offset: int) -> bool:
+        """The consumer was repositioned behind what this batcher already holds. Those records
+        are in a batch already and are acked with it; the copies are dropped, never acked."""
+        return offset < self.next_offset
+
+    def was_delivered(self, offset: int) -> bool:
+        """The partition resumed inside a recorded batch, past its first record. A batch is only
+        ever acked whole, so the committed offset can only be past its first record if the
+        whole batch was delivered; uploading the rest again would overwrite the file with
+        fewer rows. Those records are acked without a file."""
+        if self.next_offset == -1 and self.recorded and self.recorded[0][0] < offset <= self.recorded[0][1]:
+            self.delivered_through = self.recorded[0][1]
+        return offset <= self.delivered_through
 
     def add(self, entry: Entry, now: float) -> list[Batch]:
         """Take the next record of the partition; return the batches this closes."""
+        self.next_offset = entry.offset + 1
         sealed = self._replay_recorded_before(entry.offset)
         if self.recorded and self.recorded[0][0] <= entry.offset:
             first, last = self.recorded[0]
             if self.open and self.open.first < first:  # its own cut was not recorded: keep it apart
                 sealed.append(self._seal(self.open.first, self.open.last))
             self._append(entry, now, first)
+            self.open.delivered = entry.offset <= self.delivered_through
             if entry.offset >= last:
                 self.recorded.pop(0)
                 sealed.append(self._seal(first, last))

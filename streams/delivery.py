@@ -51,6 +51,7 @@ class Job:
     """One sealed batch on its way: ``prepare`` makes the bytes once, every lane puts them."""
 
     name: str
+    held_from: int  # first source offset the job holds: nothing at or above it may be committed
     prepare: Callable[[], Awaitable[bytes | None]]
     on_delivered: Callable[[], Awaitable[None]]
     remaining: int = 0
@@ -75,16 +76,15 @@ class PartitionLanes:
         self._unfinished: list[Job] = []
 
     async def submit(self, job: Job) -> None:
+        self._unfinished.append(job)  # held from now on, before any wait (see oldest_held)
         await self._slots.acquire()
         job.remaining = len(self._queues)
-        self._unfinished.append(job)
         asyncio.ensure_future(job.payload())  # start recording the cut and rendering now
         for queue in self._queues.values():
             queue.put_nowait(job)
 
-    @property
-    def idle(self) -> bool:
-        return not self._unfinished
+    def oldest_held(self) -> int | None:
+        return self._unfinished[0].held_from if self._unfinished else None
 
     async def wait_idle(self) -> None:
         while self._unfinished:

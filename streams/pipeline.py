@@ -50,6 +50,7 @@ class Pipeline:
         self.window_s = settings.attribution.window_days * 86400
         self.grace_s = settings.attribution.grace_s
         self.ack_stream = None  # set by the order-items agent
+        self.items_topic = settings.topics.order_items
         self.committed_offset = lambda partition: None  # set by the app: Faust's committed offset
         self._batchers: dict[int, PartitionBatcher] = {}
         self._lanes: dict[int, PartitionLanes] = {}
@@ -76,7 +77,14 @@ class Pipeline:
     # -- order items ----------------------------------------------------------------------
     def on_item(self, event) -> list[Batch]:
         msg = event.message
+        batcher = self._batcher(msg.partition, msg.offset)
+        if batcher.is_redelivery(msg.offset):
+            self._count("redelivered")
+            log.debug("partition %d: offset %d delivered again; kept the first copy", msg.partition, msg.offset)
+            return []
         entry = Entry(msg.offset, int(msg.timestamp * 1000), handle=event)
+        if batcher.was_delivered(msg.offset):
+            return batcher.add(entry, monotonic())
         self._count("items_in")
         try:
             item = validate_order_item(event.value, event.key)
@@ -95,7 +103,7 @@ class Pipeline:
                 entry.pending = True
                 self._waiting.setdefault((msg.partition, item["customer_id"]), []).append(waiting)
                 self._deadlines.append((monotonic() + self.grace_s, msg.partition, item["customer_id"], waiting))
-        return self._batcher(msg.partition, msg.offset).add(entry, monotonic())
+        return batcher.add(entry, monotonic())
 
     def _row(self, item: dict, occurred: datetime, click_id: str):
         self._count("joined")
@@ -142,11 +150,14 @@ class Pipeline:
 
     async def submit(self, batches: list[Batch]) -> None:
         for batch in batches:
+            if batch.delivered:
+                await self._ack(batch)
+                continue
             fut = self._record_cut(batch)
             batch.resolved_event = asyncio.Event()
             if batch.resolved:
                 batch.resolved_event.set()
-            job = Job(batch.file_name(self.s.batch.file_title),
+            job = Job(batch.file_name(self.s.batch.file_title), batch.first,
                       prepare=lambda b=batch, f=fut: self._prepare(b, f),
                       on_delivered=lambda b=batch: self._ack(b))
             await self._lane(batch.partition).submit(job)
@@ -169,6 +180,19 @@ class Pipeline:
             await asyncio.wait_for(asyncio.gather(*(lane.wait_idle() for lane in self._lanes.values())), timeout)
         except asyncio.TimeoutError:
             log.warning("stop bound of %.0fs reached; undelivered batches will be re-read after restart", timeout)
+
+    def commit_limit(self, tp) -> int | None:
+        """The lowest offset still held in a batch of this partition: commits stay below it."""
+        if tp.topic != self.items_topic:
+            return None
+        held = []
+        lane = self._lanes.get(tp.partition)
+        if lane is not None and lane.oldest_held() is not None:
+            held.append(lane.oldest_held())
+        batcher = self._batchers.get(tp.partition)
+        if batcher is not None and batcher.open is not None:
+            held.append(batcher.open.first)
+        return min(held) if held else None
 
     def forget(self, partitions: set[int]) -> None:
         """Partitions revoked: their un-acked records go to the new owner, which re-forms them."""
@@ -209,7 +233,8 @@ class Pipeline:
         rows = sum(e.row is not None for e in batch.entries)
         for entry in batch.entries:
             await self.ack_stream.ack(entry.handle)
-        log.info("partition %d offsets %d-%d delivered: %d rows", batch.partition, batch.first, batch.last, rows)
+        log.info("partition %d offsets %d-%d %s: %d rows", batch.partition, batch.first, batch.last,
+                 "were delivered before the restart" if batch.delivered else "delivered", rows)
 
     def _resolved(self, batch: Batch | None) -> None:
         if batch is not None and batch.resolved_event is not None:

@@ -30,7 +30,7 @@ def wave(first_order: int, orders: int) -> tuple[list, list]:
 def test_kill_9_and_restart_loses_no_row_and_writes_none_twice(broker, tmp_path, app_id, record_property):
     out = tmp_path / "out"
     cfg = write_config(tmp_path / "config.yaml", bootstrap=broker.bootstrap, app_id=app_id, out_dir=out,
-                       data_dir=tmp_path / "data", kafka={"instance_id": "worker-0"},
+                       data_dir=tmp_path / "data", kafka={"instance_id": "worker-0"}, store="rocksdb://",
                        attribution={"grace_s": 2}, batch={"max_rows": 10, "max_age_s": 1})
     items = f"{app_id}.order-items"
     produce(broker.bootstrap, f"{app_id}.clicks",

@@ -85,3 +85,28 @@ def test_file_name_is_deterministic_and_from_the_source():
     b = PartitionBatcher(7, max_rows=1)
     batch = feed(b, [(41, "A", "row"), (42, "B", "row")])[0]
     assert batch.file_name("acme") == "acme_20231114_p007_000000000041-000000000041.csv"
+
+
+def test_records_delivered_again_after_a_reposition_are_recognised():
+    b = PartitionBatcher(0, max_rows=100)
+    feed(b, [(5, "A", "row"), (6, "B", "row")])
+    assert b.is_redelivery(5) and b.is_redelivery(6) and not b.is_redelivery(7)
+    assert not PartitionBatcher(0, max_rows=100).is_redelivery(0)
+
+
+def test_resuming_inside_a_recorded_batch_acks_its_rest_without_a_file():
+    # Committed offset 53 lies inside recorded batch 50-57: that batch was delivered whole.
+    b = PartitionBatcher(3, max_rows=100, recorded=[(50, 57), (58, 60)])
+    assert b.was_delivered(53)
+    sealed = feed(b, [(o, f"O{o}", "row") for o in range(53, 58)])
+    assert [(s.first, s.last, s.delivered) for s in sealed] == [(50, 57, True)]
+    assert not b.was_delivered(58)
+    sealed = feed(b, [(o, f"O{o}", "row") for o in range(58, 61)])
+    assert [(s.first, s.last, s.delivered) for s in sealed] == [(58, 60, False)]
+
+
+def test_resuming_at_the_first_record_of_a_recorded_batch_re_forms_it_whole():
+    b = PartitionBatcher(3, max_rows=100, recorded=[(50, 57)])
+    assert not b.was_delivered(50)
+    sealed = feed(b, [(o, f"O{o}", "row") for o in range(50, 58)])
+    assert [(s.first, s.last, s.delivered, len(s.rows())) for s in sealed] == [(50, 57, False, 8)]

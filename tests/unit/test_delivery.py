@@ -1,0 +1,86 @@
+import asyncio
+
+from connectors.base import Connection, ConnectionSettings
+from streams.delivery import Job, PartitionLanes, RetryPolicy
+
+FAST = RetryPolicy(first_delay_s=0.001, max_delay_s=0.01)
+
+
+class Flaky(Connection):
+    """Fails the first ``failures`` puts, then stores files in a dict."""
+
+    def __init__(self, name, failures=0):
+        super().__init__(ConnectionSettings(name=name, methodology="push_to_impact"))
+        self.failures, self.files, self.attempts = failures, {}, 0
+
+    def put(self, name, data):
+        self.attempts += 1
+        if self.attempts <= self.failures:
+            raise ConnectionResetError("peer reset mid-upload")
+        self.files[name] = data
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def make_job(name, first, delivered, data=b"x"):
+    async def prepare():
+        return data
+
+    async def on_delivered():
+        delivered.append(name)
+
+    return Job(name, first, prepare, on_delivered)
+
+
+def test_a_failed_upload_is_retried_and_acked_only_after_it_is_confirmed():
+    async def scenario():
+        conn, delivered = Flaky("ftp", failures=3), []
+        lanes = PartitionLanes(0, [conn], FAST)
+        await lanes.submit(make_job("a.csv", 10, delivered))
+        assert lanes.oldest_held() == 10
+        await asyncio.wait_for(lanes.wait_idle(), 5)
+        lanes.cancel()
+        return conn, delivered, lanes
+
+    conn, delivered, lanes = run(scenario())
+    assert conn.attempts == 4 and conn.files == {"a.csv": b"x"} and delivered == ["a.csv"]
+    assert lanes.oldest_held() is None
+
+
+def test_one_failing_connection_does_not_hold_up_another_and_acks_wait_for_both():
+    async def scenario():
+        good, bad, delivered = Flaky("sftp"), Flaky("ftp", failures=10**9), []
+        lanes = PartitionLanes(0, [good, bad], FAST, max_in_flight=3)
+        for i in range(3):
+            await lanes.submit(make_job(f"{i}.csv", i * 10, delivered))
+        await asyncio.sleep(0.3)
+        seen = (set(good.files), list(delivered), lanes.oldest_held())
+        lanes.cancel()
+        return seen
+
+    good_files, delivered, held = run(scenario())
+    assert good_files == {"0.csv", "1.csv", "2.csv"}
+    assert delivered == [] and held == 0
+
+
+def test_batches_are_acked_in_order_and_batches_without_rows_upload_nothing():
+    async def scenario():
+        conn, delivered = Flaky("a"), []
+        lanes = PartitionLanes(0, [conn], FAST)
+        await lanes.submit(make_job("1.csv", 0, delivered))
+        await lanes.submit(make_job("2.csv", 5, delivered, data=None))
+        await lanes.submit(make_job("3.csv", 9, delivered))
+        await asyncio.wait_for(lanes.wait_idle(), 5)
+        lanes.cancel()
+        return conn, delivered
+
+    conn, delivered = run(scenario())
+    assert delivered == ["1.csv", "2.csv", "3.csv"] and set(conn.files) == {"1.csv", "3.csv"}
+
+
+def test_backoff_is_bounded_and_jittered():
+    policy = RetryPolicy(first_delay_s=1, max_delay_s=8)
+    delays = [policy.delay(n) for n in range(12) for _ in range(20)]
+    assert all(0 <= d <= 8 for d in delays) and len(set(delays)) > 100
