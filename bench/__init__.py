@@ -1,0 +1,1 @@
+"""Measurement programs: they print figures; none of them is a test."""
