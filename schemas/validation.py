@@ -39,7 +39,7 @@ def _reason(exc: fastjsonschema.JsonSchemaValueException) -> str:
         return UNKNOWN_CURRENCY
     if field in _ID_FIELDS and exc.rule == "maxLength":
         return ID_TOO_LONG
-    if field == "customer_id" and exc.rule == "not":
+    if field == "customer_id" and exc.rule == "pattern":
         return PERSONAL_DATA
     return SCHEMA_VIOLATION
 

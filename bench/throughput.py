@@ -1,0 +1,125 @@
+"""Order items per second: the pipeline against a naive Faust agent and a raw consumer ceiling.
+
+    python -m bench.throughput [--items 200000] [--customers 20000]
+
+One local broker, one data set, produced before anything is timed (the broker's cost of
+taking the data is not counted). Each contender runs as its own process on the same topics:
+- ceiling:  aiokafka getmany + orjson.loads per record, nothing else (bench/ceiling.py);
+- baseline: a naive per-event Faust agent, same schema, same table, csv row per event (bench/naive.py);
+- pipeline: `imref-stream worker`, end to end into 10 000-row files in a local folder, at-least-once.
+Wall time runs from the first record processed (pipeline: from "Worker ready") to the last row
+written; CPU is the process's user+system time over the same span, all threads.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import orjson
+from kafka import KafkaProducer
+
+from streams.devbroker import DevBroker, create_topics
+from tests.support.harness import WorkerProcess, write_config
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def produce(bootstrap: str, prefix: str, items: int, customers: int) -> int:
+    rng = random.Random(1)
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    p = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=50, batch_size=1 << 20)
+    for c in range(customers):
+        cid = f"CUST{c:07d}"
+        p.send(f"{prefix}.clicks", key=cid.encode(), value=orjson.dumps(
+            {"customer_id": cid, "im_ref": f"IR{c:012d}", "occurred_at": (now - timedelta(hours=2)).isoformat()}))
+    n, order = 0, 0
+    while n < items:
+        cid = f"CUST{rng.randrange(customers):07d}"
+        for i in range(min(rng.randint(1, 4), items - n)):
+            p.send(f"{prefix}.order-items", key=cid.encode(), value=orjson.dumps({
+                "order_id": f"O{order:09d}", "customer_id": cid, "occurred_at": (now - timedelta(minutes=5)).isoformat(),
+                "currency": "USD", "amount": f"{rng.randint(1, 500)}.{rng.randrange(100):02d}",
+                "category": "Garden", "sku": f"SKU-{rng.randrange(100000)}", "quantity": rng.randint(1, 3)}))
+            n += 1
+        order += 1
+    p.flush()
+    p.close()
+    return n
+
+
+def run_json(cmd: list[str], timeout: float) -> dict:
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=Path(__file__).parents[1])
+    found = re.findall(r'\{"items".*?\}', out.stdout + out.stderr)  # Faust logs what a worker prints
+    if not found:
+        raise SystemExit(f"{cmd[2]} failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
+    return json.loads(found[-1])
+
+
+def run_pipeline(broker: DevBroker, tmp: Path, prefix: str, items: int, timeout: float) -> dict:
+    cfg = write_config(tmp / "pipeline.yaml", bootstrap=broker.bootstrap, app_id=prefix, out_dir=tmp / "files",
+                       data_dir=tmp / "state", batch={"max_rows": 10_000, "max_age_s": 2},
+                       attribution={"grace_s": 2})
+    worker = WorkerProcess(cfg, tmp / "pipeline.log", env={"IMREF_TEST_TANSU_COMPAT": ""}).start()
+    worker.wait_ready(120)
+    t0, cpu0 = time.perf_counter(), cpu_seconds(worker.proc.pid)
+    # Every consumed record ends in a delivered batch (as a row, unattributed or dead-lettered).
+    delivered = re.compile(r"offsets (\d+)-(\d+) delivered")
+    done, deadline = 0, time.monotonic() + timeout
+    while done < items and time.monotonic() < deadline:
+        time.sleep(0.1)
+        done = sum(int(b) - int(a) + 1 for a, b in delivered.findall(worker.log_text()))
+    result = {"items": done, "wall_s": time.perf_counter() - t0, "cpu_s": cpu_seconds(worker.proc.pid) - cpu0}
+    worker.stop()
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--items", type=int, default=200_000)
+    ap.add_argument("--customers", type=int, default=20_000)
+    ap.add_argument("--timeout", type=float, default=900)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d, DevBroker(Path(d) / "broker.log") as broker:
+        tmp, prefix = Path(d), "bench"
+        create_topics(broker.bootstrap, [f"{prefix}.clicks", f"{prefix}.order-items"], 4)
+        t = time.perf_counter()
+        n = produce(broker.bootstrap, prefix, args.items, args.customers)
+        print(f"produced {n} order items and {args.customers} clicks in {time.perf_counter() - t:.0f}s "
+              f"(not timed)", flush=True)
+        results = {
+            "ceiling (aiokafka getmany + orjson)": run_json(
+                [sys.executable, "-m", "bench.ceiling", "--bootstrap", broker.bootstrap,
+                 "--items", f"{prefix}.order-items", "--expect", str(n)], args.timeout),
+            "baseline (naive per-event Faust agent)": run_json(
+                [sys.executable, "-m", "bench.naive", "--bootstrap", broker.bootstrap, "--app-id", "bench-naive",
+                 "--clicks", f"{prefix}.clicks", "--items", f"{prefix}.order-items", "--out", str(tmp / "naive.csv"),
+                 "--expect", str(n)], args.timeout),
+            "pipeline (imref-stream worker)": run_pipeline(broker, tmp, prefix, n, args.timeout),
+        }
+    print("\n| contender | items | wall s | items/s | CPU s | items per CPU-second |\n|---|---|---|---|---|---|")
+    for name, r in results.items():
+        print(f"| {name} | {r['items']} | {r['wall_s']:.1f} | {r['items'] / r['wall_s']:,.0f} | "
+              f"{r['cpu_s']:.1f} | {r['items'] / r['cpu_s']:,.0f} |")
+    per_cpu = {k: v["items"] / v["cpu_s"] for k, v in results.items()}
+    pipe, base, ceil = (per_cpu[k] for k in ("pipeline (imref-stream worker)",
+                                              "baseline (naive per-event Faust agent)",
+                                              "ceiling (aiokafka getmany + orjson)"))
+    print(f"\npipeline/baseline {pipe / base:.2f}x, pipeline/ceiling {pipe / ceil:.2f}x (items per CPU-second)")
+
+
+if __name__ == "__main__":
+    main()
