@@ -7,6 +7,8 @@ from typing import Any, Literal
 import fsspec
 from pydantic import Field, field_validator
 
+from streams import faults
+
 from .base import Connection, ConnectionSettings
 
 
@@ -40,4 +42,5 @@ class FsspecConnection(Connection):
         final = posixpath.join(self.root, name)
         temp = posixpath.join(self.root, f".{name}.part")
         self.fs.pipe_file(temp, data)
+        faults.point("mid_upload")
         self.fs.mv(temp, final)

@@ -15,6 +15,8 @@ from typing import Awaitable, Callable
 
 from connectors import Connection
 
+from . import faults
+
 log = logging.getLogger(__name__)
 
 
@@ -102,12 +104,15 @@ class PartitionLanes:
             job: Job = await queue.get()
             data = await job.payload()
             if data is not None:
+                faults.point("before_upload")
                 failures = await put_until_confirmed(conn, job.name, data, self.policy)
                 if self.on_put:
                     self.on_put(conn, job.name, len(data), failures)
             job.remaining -= 1
             if job.remaining == 0:
                 # Lanes deliver in order, so the last lane to finish a job finishes jobs in order.
+                faults.point("after_upload")
                 await job.on_delivered()
+                faults.point("after_ack")
                 self._unfinished.remove(job)
                 self._slots.release()

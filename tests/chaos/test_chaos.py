@@ -1,0 +1,36 @@
+"""The short form of the chaos suite (CI). Full size: python -m tests.chaos.run"""
+import pytest
+
+from tests.chaos import scenarios
+
+pytestmark = pytest.mark.integration
+
+
+def check(result: scenarios.Result) -> None:
+    print(f"\n{result}")
+    assert result.expected > 0
+    assert (result.lost, result.duplicated) == (0, 0), result
+    assert result.delivered == result.expected
+
+
+def test_kill_9_at_every_injected_point(broker, tmp_path):
+    result = scenarios.kill_sweep(broker, tmp_path, kills=4)
+    check(result)
+    assert result.runs == 4
+
+
+def test_rebalance_under_load(broker, tmp_path):
+    check(scenarios.rebalance(broker, tmp_path, cycles=1))
+
+
+def test_sigterm_flushes_open_batches_and_commits_within_the_bound(broker, tmp_path):
+    result = scenarios.graceful_stop(broker, tmp_path, runs=1)
+    check(result)
+    assert "0 rows not in files, 0 records not committed" in result.note
+
+
+def test_poison_events_all_reach_the_dead_letter_topic(broker, tmp_path):
+    result = scenarios.poison(broker, tmp_path, items=1500, ratio=0.01)
+    check(result)
+    got, total = result.note.split(" ")[0].split("/")
+    assert got == total and int(total) > 0
