@@ -6,15 +6,22 @@ from typing import Annotated, Union
 from pydantic import Field
 
 from .base import Connection, ConnectionSettings
+from .email import EmailConnection, EmailSettings
 from .fsspec_dir import FsspecConnection, FsspecSettings
+from .ftp import FtpConnection, FtpSettings
+from .sftp import SftpConnection, SftpSettings
 
 # method -> (settings model, transport class); a new transport registers itself here only.
 TRANSPORTS: dict[str, tuple[type[ConnectionSettings], type[Connection]]] = {
+    "ftp": (FtpSettings, FtpConnection),
+    "ftps": (FtpSettings, FtpConnection),
+    "sftp": (SftpSettings, SftpConnection),
+    "email": (EmailSettings, EmailConnection),
     "fsspec": (FsspecSettings, FsspecConnection),
 }
 
 AnyConnectionSettings = Annotated[
-    Union[tuple(settings for settings, _ in TRANSPORTS.values())],  # type: ignore[valid-type]
+    Union[tuple(dict.fromkeys(settings for settings, _ in TRANSPORTS.values()))],  # type: ignore[valid-type]
     Field(discriminator="method"),
 ]
 

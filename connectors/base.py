@@ -7,7 +7,8 @@ retries, timeouts and acknowledgement live in the delivery layer, not in each tr
 from __future__ import annotations
 
 import abc
-from typing import Literal
+from contextlib import contextmanager
+from typing import Iterator, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -46,3 +47,17 @@ class Connection(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
+
+
+class TransportError(Exception):
+    """A transfer step failed; the message names the step (never a secret)."""
+
+
+@contextmanager
+def step(name: str) -> Iterator[None]:
+    try:
+        yield
+    except TransportError:
+        raise
+    except Exception as exc:
+        raise TransportError(f"{name} failed: {type(exc).__name__}: {exc}") from exc

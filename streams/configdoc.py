@@ -43,8 +43,11 @@ def render() -> str:
     lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
     lines += [r for r in _rows(Settings) if not r.startswith("| `connections`")]
     lines.append("| `connections` | list | **required** | One entry per connection, see below. |")
+    methods: dict[type, list[str]] = {}
     for method, (model, _) in TRANSPORTS.items():
-        lines += ["", f"Connection method `{method}`:", "", "| key | type | default | meaning |", "|---|---|---|---|"]
+        methods.setdefault(model, []).append(f"`{method}`")
+    for model, names in methods.items():
+        lines += ["", f"Connection method {' / '.join(names)}:", "", "| key | type | default | meaning |", "|---|---|---|---|"]
         lines += list(_rows(model, "connections[]."))
     return "\n".join(lines) + "\n"
 

@@ -1,0 +1,89 @@
+"""SFTP with paramiko: push to impact's SFTP, or into a partner server impact pulls from.
+
+The server's host key must be in the configured known_hosts file: an unknown or changed key
+is refused (RejectPolicy), never added. The file is written under a temporary name and
+renamed, so no reader ever sees a partial file under the final name.
+"""
+from __future__ import annotations
+
+import io
+import posixpath
+from pathlib import Path
+from typing import Literal
+
+import paramiko
+from pydantic import Field, model_validator
+
+from .base import Connection, ConnectionSettings, step
+from .credentials import SecretRef
+
+_KEY_TYPES = (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey)
+
+
+class SftpSettings(ConnectionSettings):
+    method: Literal["sftp"] = Field(description="SSH file transfer; host key pinned in known_hosts.")
+    methodology: Literal["push_to_impact", "pull_from_3rd_party", "pull_from_impact"] = "push_to_impact"
+    host: str
+    port: int = Field(22, ge=1, le=65535)
+    username: str
+    password: SecretRef | None = Field(None, description="Password authentication.")
+    private_key: SecretRef | None = Field(None, description="Key authentication: the private key in OpenSSH/PEM form.")
+    known_hosts: Path = Field(description="known_hosts file holding the server's host key (mounted from a Secret).")
+    directory: str = Field(".", description="Remote directory of the files.")
+
+    @model_validator(mode="after")
+    def _credentials(self) -> "SftpSettings":
+        if not (self.password or self.private_key):
+            raise ValueError("give password or private_key")
+        if not self.known_hosts.is_file():
+            raise ValueError(f"known_hosts file {self.known_hosts} does not exist")
+        return self
+
+
+def load_private_key(text: str) -> paramiko.PKey:
+    for key_type in _KEY_TYPES:
+        try:
+            return key_type.from_private_key(io.StringIO(text))
+        except paramiko.SSHException:
+            continue
+    raise ValueError("private_key is not an Ed25519, ECDSA or RSA private key")
+
+
+class SftpConnection(Connection):
+    settings: SftpSettings
+
+    def put(self, name: str, data: bytes) -> None:
+        final = posixpath.join(self.settings.directory, name)
+        temp = posixpath.join(self.settings.directory, f".{name}.part")
+        with self.session() as sftp:
+            with step("upload"):
+                with sftp.open(temp, "wb") as remote:
+                    remote.set_pipelined(True)
+                    remote.write(data)
+                if sftp.stat(temp).st_size != len(data):
+                    raise OSError("size on the server differs from the file sent")
+            with step("rename"):
+                sftp.posix_rename(temp, final)  # replaces an earlier copy atomically
+
+    def session(self) -> paramiko.SFTPClient:
+        """An SFTP session whose SSH client closes with it."""
+        s = self.settings
+        client = paramiko.SSHClient()
+        client.load_host_keys(str(s.known_hosts))
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        with step("connect"):
+            client.connect(s.host, s.port, username=s.username,
+                           password=s.password.reveal().get_secret_value() if s.password else None,
+                           pkey=load_private_key(s.private_key.reveal().get_secret_value()) if s.private_key else None,
+                           timeout=s.timeout_s, banner_timeout=s.timeout_s, auth_timeout=s.timeout_s,
+                           allow_agent=False, look_for_keys=False)
+        try:
+            with step("open sftp"):
+                sftp = client.open_sftp()
+        except BaseException:
+            client.close()
+            raise
+        sftp.get_channel().settimeout(s.timeout_s)
+        original_close = sftp.close
+        sftp.close = lambda: (original_close(), client.close())  # one close for both
+        return sftp
