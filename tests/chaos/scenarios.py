@@ -12,11 +12,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import asyncssh
 import orjson
+import yaml
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient
 
 from tests.support.harness import WorkerProcess, read_csv_files, read_topic, write_config
+from tests.support.servers import PASSWORD, USER, Certs, FtpServer, SftpServer
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 CUSTOMERS = 300
@@ -214,6 +217,119 @@ def poison(broker, tmp: Path, items: int, ratio: float = 0.01) -> Result:
     return Result(f"{ratio:.0%} poison events", 1, len(traffic.expected), *verify(out, traffic.expected),
                   note=f"{len(traffic.poisoned) - len(missing)}/{len(traffic.poisoned)} poison events in the "
                        f"dead-letter topic with their origin")
+
+
+SECRET_ENV = {"IMREF_CHAOS_PASSWORD": PASSWORD}
+
+
+def _ftps(server: FtpServer, certs: Certs | None, **extra) -> dict:
+    # pull_from_3rd_party: temporary name + rename, so a reset never leaves a partial final file
+    return {"name": "retailer ftps", "method": "ftps", "methodology": "pull_from_3rd_party", "host": "127.0.0.1",
+            "port": server.port, "username": USER, "password": {"env": "IMREF_CHAOS_PASSWORD"}, "timeout_s": 5,
+            **({"ca_file": str(certs.ca_file)} if certs else {}), **extra}
+
+
+def destination_faults(broker, tmp: Path, cycles: int) -> Result:
+    """The FTPS destination is down 5 s of every 10 s, the first upload after every outage is
+    reset in the middle, and every second outage the worker is killed (-9) while it cannot
+    deliver: a batch acked before its upload was confirmed would be lost after the restart."""
+    certs = Certs.make(tmp / "dest-tls")
+    root = tmp / "dest-ftp"
+    with FtpServer(root, certs=certs) as ftp:
+        app_id, _, cfg = _setup(broker, tmp, "dest", connections=[_ftps(ftp, certs)],
+                                kafka={"instance_id": "chaos-dest"})
+        start = lambda: WorkerProcess(cfg, tmp / "dest.log", env=SECRET_ENV).start()  # noqa: E731
+        worker = start()
+        worker.wait_ready()
+        traffic = Traffic(broker.bootstrap, app_id).start()
+        kills = resets = 0
+        try:
+            for cycle in range(cycles):
+                ftp.down()
+                time.sleep(2.5)
+                if cycle % 2:
+                    worker.kill()
+                    kills += 1
+                    worker = start()
+                time.sleep(2.5)
+                ftp.drop_uploads += 1
+                resets += 1
+                ftp.up()
+                time.sleep(5)
+        finally:
+            traffic.stop()
+        wait_delivered(root, traffic.expected, 180)
+        worker.stop()
+        resets -= ftp.drop_uploads  # requested but never triggered
+        failures = (tmp / "dest.log").read_text().count("upload failed: connection='retailer ftps'")
+    return Result("destination down 5 s of 10 s, resets mid-upload, kill -9 during outages", cycles,
+                  len(traffic.expected), *verify(root, traffic.expected),
+                  note=f"{cycles} outages, {resets} resets mid-upload, {kills} kills while down, "
+                       f"{failures} failed uploads retried")
+
+
+def _variant(cfg: Path, suffix: str, change) -> Path:
+    config = yaml.safe_load(cfg.read_text())
+    change(config["connections"])
+    path = cfg.with_name(f"{cfg.stem}-{suffix}.yaml")
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def security_negatives(broker, tmp: Path, items: int = 300) -> Result:
+    """Refusals that must not lose data: an SFTP server whose host key is not pinned and an FTPS
+    server whose certificate is not trusted get nothing; plain FTP is refused at start-up; once
+    the operator pins the key and names the CA, every row arrives exactly once at both. Finally
+    no log line this suite wrote (every *.log under ``tmp``) holds a secret."""
+    certs = Certs.make(tmp / "sec-tls")
+    client_key = asyncssh.generate_private_key("ssh-ed25519")
+    key_file = tmp / "sec-id_ed25519"
+    key_file.write_bytes(client_key.export_private_key("openssh"))
+    ftp_root, sftp_root, checks = tmp / "sec-ftp", tmp / "sec-sftp", []
+    with FtpServer(ftp_root, certs=certs) as ftp, \
+            SftpServer(sftp_root, tmp / "sec-known_hosts", client_key.export_public_key().decode()) as sftp:
+        sftp_conn = {"name": "retailer sftp", "method": "sftp", "methodology": "pull_from_3rd_party",
+                     "host": "127.0.0.1", "port": sftp.port, "username": USER, "timeout_s": 5,
+                     "private_key": {"file": str(key_file)}, "known_hosts": str(sftp.known_hosts)}
+        app_id, _, cfg = _setup(broker, tmp, "security", connections=[_ftps(ftp, None), sftp_conn])
+
+        plain = _variant(cfg, "plain", lambda conns: conns[0].update(method="ftp"))
+        refused = WorkerProcess(plain, tmp / "security-plain.log", env=SECRET_ENV).start()
+        refused.proc.wait(60)
+        if refused.proc.returncode != 0 and "allow_plaintext" in refused.log_text():
+            checks.append("plain FTP refused at start-up")
+
+        sftp.known_hosts.write_text("")  # the operator has not pinned this server
+        worker = WorkerProcess(cfg, tmp / "security.log", env=SECRET_ENV).start()
+        worker.wait_ready()
+        traffic = Traffic(broker.bootstrap, app_id)
+        traffic.burst(items)
+        worker.wait_for_log("connection='retailer sftp'", 60)
+        worker.wait_for_log("connection='retailer ftps'", 60)
+        time.sleep(3)
+        log = worker.log_text()
+        if "not found in known_hosts" in log and not list(sftp_root.iterdir()):
+            checks.append("unknown SSH host key refused")
+        if "CERTIFICATE_VERIFY_FAILED" in log and not list(ftp_root.glob("*.csv")):
+            checks.append("untrusted FTPS certificate refused")
+        assert worker.stop() == 0
+
+        sftp.pin()
+        fixed = _variant(cfg, "fixed", lambda conns: conns[0].update(ca_file=str(certs.ca_file)))
+        worker = WorkerProcess(fixed, tmp / "security.log", env=SECRET_ENV).start()
+        wait_delivered(ftp_root, traffic.expected, 120)
+        wait_delivered(sftp_root, traffic.expected, 60)
+        worker.stop()
+        counts = [verify(root, traffic.expected) for root in (ftp_root, sftp_root)]
+
+    secrets = [PASSWORD, client_key.export_private_key("openssh").decode().splitlines()[1]]
+    lines = [line for log in tmp.rglob("*.log") for line in log.read_text(errors="replace").splitlines()]
+    leaks = sum(any(secret in line for secret in secrets) for line in lines)
+    if lines and not leaks:
+        checks.append(f"no secret in {len(lines)} log lines")
+    return Result("security negatives, then fixed by the operator", len(checks), 2 * len(traffic.expected),
+                  *(sum(c[i] for c in counts) for i in range(3)),
+                  note="; ".join(checks) + " (rows counted at both destinations)")
 
 
 def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:

@@ -34,3 +34,15 @@ def test_poison_events_all_reach_the_dead_letter_topic(broker, tmp_path):
     check(result)
     got, total = result.note.split(" ")[0].split("/")
     assert got == total and int(total) > 0
+
+
+def test_destination_down_and_resets_lose_nothing_and_ack_nothing_early(broker, tmp_path):
+    result = scenarios.destination_faults(broker, tmp_path, cycles=2)
+    check(result)
+    assert "1 kills while down" in result.note and "2 resets mid-upload" in result.note, result.note
+
+
+def test_security_negatives_refuse_without_losing_rows_and_leak_no_secret(broker, tmp_path):
+    result = scenarios.security_negatives(broker, tmp_path)
+    check(result)
+    assert result.runs == 4, result.note

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +47,8 @@ class Certs:
 
 class FtpServer:
     """pyftpdlib; ``tls`` requires TLS on control and data; ``drop_uploads`` aborts that many
-    uploads after ``drop_after`` bytes (a connection reset in the middle of an upload)."""
+    uploads after ``drop_after`` bytes (a connection reset in the middle of an upload; raise it
+    at any time for more); ``down()`` closes the port and every session until ``up()``."""
 
     def __init__(self, root: Path, certs: Certs | None = None, drop_uploads: int = 0, drop_after: int = 2048):
         root.mkdir(parents=True, exist_ok=True)
@@ -54,13 +56,14 @@ class FtpServer:
         self.commands: list[str] = []
         auth = DummyAuthorizer()
         auth.add_user(USER, PASSWORD, str(root), perm="elradfmwMT")
-        drops = [drop_uploads]
+        self.drop_uploads = drop_uploads
+        owner = self
 
         class Dropping(TLS_DTPHandler if certs else DTPHandler):
             def handle_read_event(self):  # pyftpdlib dispatches reads here, TLS ones included
                 super().handle_read_event()
-                if self.receive and drops[0] > 0 and self.tot_bytes_received >= drop_after:
-                    drops[0] -= 1
+                if self.receive and owner.drop_uploads > 0 and self.tot_bytes_received >= drop_after:
+                    owner.drop_uploads -= 1
                     self.close()
 
         commands = self.commands
@@ -74,12 +77,24 @@ class FtpServer:
         if certs:
             Handler.certfile = str(certs.server_pem)
             Handler.tls_control_required = Handler.tls_data_required = True
+        self._handler = Handler
         self._server = FTPServer(("127.0.0.1", self.port), Handler)
-        self._stop = threading.Event()
+        self._stop, self._down = threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def down(self) -> None:
+        self._down.set()
+
+    def up(self) -> None:
+        self._down.clear()
 
     def _serve(self) -> None:
         while not self._stop.is_set():
+            if self._down.is_set():
+                self._server.close_all()  # the listener and every session: connection refused/reset
+                while self._down.is_set() and not self._stop.is_set():
+                    time.sleep(0.05)
+                self._server = FTPServer(("127.0.0.1", self.port), self._handler)
             self._server.serve_forever(timeout=0.05, blocking=False, handle_exit=False)
         self._server.close_all()
 
