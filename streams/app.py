@@ -9,6 +9,7 @@ from faust.types import TP
 
 from connectors import build_connection
 
+from . import collector
 from .config import Settings
 from .pipeline import Pipeline
 
@@ -134,4 +135,5 @@ def create_app(settings: Settings) -> ImrefApp:
     async def on_revoked(sender, revoked, **kwargs):
         pipeline.forget({tp.partition for tp in revoked if tp.topic in items_tp})
 
+    collector.install(app, settings)
     return app

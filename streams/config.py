@@ -91,6 +91,24 @@ class WebSettings(_Section):
     port: int = Field(6066, ge=0, le=65535, description="HTTP port.")
 
 
+class CollectorSettings(_Section):
+    enabled: bool = Field(False, description="Serve the click collector (`POST /collect`, `/imref.js`) on the web server.")
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins (`https://shop.example`) whose pages may send click beacons; another Origin gets 403.")
+    max_body_bytes: int = Field(4096, ge=256, le=65536, description="Larger beacon bodies are refused (413).")
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        # Browsers send the Origin header as scheme://host[:port], lower case, no path.
+        normalised = [o.strip().rstrip("/").lower() for o in origins]
+        for origin in normalised:
+            if not re.fullmatch(r"https?://[a-z0-9.-]+(:[0-9]{1,5})?", origin):
+                raise ValueError(f"{origin!r} is not an origin like https://shop.example")
+        return normalised
+
+
 class Settings(_Section):
     app_id: str = Field("imref-stream", pattern=r"^[A-Za-z0-9._-]+$", description="Consumer group and prefix of internal topics.")
     data_dir: Path = Field(Path("./data"), description="Local state (RocksDB tables).")
@@ -102,6 +120,7 @@ class Settings(_Section):
     attribution: AttributionSettings = AttributionSettings()
     batch: BatchSettings = BatchSettings()
     web: WebSettings = WebSettings()
+    collector: CollectorSettings = CollectorSettings()
     connections: list[AnyConnectionSettings] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -109,6 +128,8 @@ class Settings(_Section):
         names = [c.name for c in self.connections]
         if len(set(names)) != len(names):
             raise ValueError(f"connection names must be unique: {names}")
+        if self.collector.enabled and not self.web.enabled:
+            raise ValueError("collector.enabled needs web.enabled: the collector is served by the web server")
         if not any(c.data_type == "conversions" and c.direction == "into_impact" for c in self.connections):
             raise ValueError("at least one connection must carry conversions into impact")
         return self
