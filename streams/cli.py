@@ -1,4 +1,5 @@
-"""``imref-stream``: ``worker`` runs the pipeline; ``demo`` runs it on an embedded broker."""
+"""``imref-stream``: ``worker`` runs the pipeline; ``demo`` runs it on an embedded broker;
+``replay`` re-processes a time range into files."""
 from __future__ import annotations
 
 import argparse
@@ -32,9 +33,18 @@ def main(argv: list[str] | None = None) -> int:
     d = sub.add_parser("demo", help="run the pipeline on an embedded broker with generated traffic")
     d.add_argument("--output", default="demo-output", help="folder for the CSV files")
     d.add_argument("--orders", type=int, default=400, help="orders to generate")
+    r = sub.add_parser("replay", help="re-process a time range of order items into files (backfill)")
+    r.add_argument("--config", required=True, help="YAML config file")
+    r.add_argument("--from", dest="start", required=True, help="ISO 8601 with zone: first record time")
+    r.add_argument("--to", dest="end", required=True, help="ISO 8601 with zone: end of the range (excluded)")
+    r.add_argument("--output", help="write the files into this folder instead of the connections")
     args = parser.parse_args(argv)
     if args.command == "worker":
         return run_worker(args.config, args.loglevel)
+    if args.command == "replay":
+        from .replay import run
+
+        return run(args.config, args.start, args.end, args.output)
     from .demo import run_demo
 
     return run_demo(args.output, args.orders)

@@ -37,6 +37,15 @@ def origin_headers(event: Any, reason: str, detail: str = "") -> list[tuple[str,
     ]
 
 
+def parse_item(raw: bytes, key: bytes | None, max_age_days: int, now: datetime | None = None) -> tuple[dict, datetime]:
+    """A valid order item and its event time, or ``InvalidEvent`` with the dead-letter reason;
+    shared with ``streams.replay`` so a backfill rejects exactly what the worker rejects."""
+    item = validate_order_item(raw, key)
+    occurred = event_time(item)
+    check_event_age(occurred, now or datetime.now(timezone.utc), max_age_days)
+    return item, occurred
+
+
 class Pipeline:
     def __init__(self, settings: Settings, *, clicks_table, cuts_table, dead_letter, unattributed,
                  connections, metrics=None):
@@ -87,9 +96,7 @@ class Pipeline:
             return batcher.add(entry, monotonic())
         self._count("items_in")
         try:
-            item = validate_order_item(event.value, event.key)
-            occurred = event_time(item)
-            check_event_age(occurred, datetime.now(timezone.utc), self.s.impact.max_event_age_days)
+            item, occurred = parse_item(event.value, event.key, self.s.impact.max_event_age_days)
         except InvalidEvent as exc:
             entry.confirm = self._send_soon(self.dead_letter, event, exc.reason, exc.detail)
             self._count("dead_letter", exc.reason)
