@@ -51,9 +51,11 @@ class SitePage(BaseHTTPRequestHandler):
 <script src="{site.collector}/imref.js"></script>
 <script>
   window.result = imref.init({json.dumps(options)});
-  var later = document.createElement("a");  // added after init: decorated when clicked
-  later.id = "later"; later.href = "{site.origin('shop-b')}/welcome"; later.textContent = "later";
-  document.body.appendChild(later);
+  window.addEventListener("load", function () {{  // after the snippet's own pass: decorated when clicked
+    var later = document.createElement("a");
+    later.id = "later"; later.href = "{site.origin('shop-b')}/welcome"; later.textContent = "later";
+    document.body.appendChild(later);
+  }});
 </script></body></html>""".encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/html; charset=utf-8")
@@ -133,6 +135,7 @@ def test_landing_sets_the_cookie_carries_im_ref_to_the_other_domain_and_reports_
             page.reload()  # the same click for the same customer is reported once
             assert page.evaluate("window.result") == {"ref": "Qi-XYZ.42", "sent": False}
 
+            assert page.get_attribute("#later", "href") == f"{b}/welcome"
             page.click("#later")
             page.wait_for_url(f"{b}/welcome?im_ref=Qi-XYZ.42")
             assert {c["name"]: c["value"] for c in context.cookies(b)}["im_ref"] == "Qi-XYZ.42"
