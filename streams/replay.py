@@ -87,9 +87,10 @@ def run_replay(settings: Settings, start: datetime, end: datetime, output: str |
     if start >= end:
         raise ReplayError("--from must be before --to")
     connections = _connections(settings, output)
-    consumer = _consumer(settings.kafka)
+    consumer = None
     bar = _bars(progress)
     try:
+        consumer = _consumer(settings.kafka)
         items_topic, clicks_topic = settings.topics.order_items, settings.topics.clicks
         # First pass: which offsets the range covers and whose items they are, so only those
         # customers' clicks are held in memory.
@@ -112,7 +113,8 @@ def run_replay(settings: Settings, start: datetime, end: datetime, output: str |
             _process(settings, records, clicks, summary, lambda batch: _deliver(batch, settings, connections, summary), b)
         return summary
     finally:
-        consumer.close()
+        if consumer is not None:
+            consumer.close()
         for conn in connections:
             conn.close()
 
