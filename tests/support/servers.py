@@ -4,6 +4,7 @@ Each runs in a thread of the test process and stops when its context ends."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 import threading
 import time
@@ -21,6 +22,11 @@ from pyftpdlib.servers import FTPServer
 from streams.devbroker import free_port
 
 USER, PASSWORD = "retailer", "s3cret-pass-0042"
+
+# The serve loop below restarts pyftpdlib's non-blocking serve_forever every 50 ms, which logs
+# a start banner each time unless a handler exists; sessions are logged at INFO only.
+logging.getLogger("pyftpdlib").addHandler(logging.NullHandler())
+logging.getLogger("pyftpdlib").setLevel(logging.WARNING)
 
 
 @dataclass
