@@ -9,11 +9,14 @@ the wall clock did.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from .csvfile import Row
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(eq=False)
@@ -156,6 +159,9 @@ class PartitionBatcher:
         self.open = None
         for e in moved:
             self._append(e, now)
+        # CLOCK_MONOTONIC is machine-wide: bench/latency.py times cut-to-visible from this value.
+        log.info("partition %d offsets %d-%d cut at %d rows (monotonic %.4f)",
+                 self.partition, batch.first, batch.last, batch.potential_rows, now)
         return batch
 
     def _seal(self, first: int, last: int) -> Batch:
