@@ -10,7 +10,7 @@ import abc
 from contextlib import contextmanager
 from typing import Iterator, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 DataType = Literal["conversions", "action_modifications", "reports", "performance_bonus_detail"]
 Direction = Literal["into_impact", "out_of_impact"]
@@ -25,6 +25,14 @@ class ConnectionSettings(BaseModel):
     data_type: DataType = Field("conversions", description="Which files this connection carries.")
     methodology: Methodology = Field(description="Push to impact, pull from 3rd party or pull from impact.")
     timeout_s: float = Field(30.0, gt=0, description="Timeout of one network step.")
+
+    @model_validator(mode="after")
+    def _direction_fits_methodology(self) -> "ConnectionSettings":
+        # impact's wizard: data out of impact is only ever pulled from impact, and nothing
+        # going into impact is; a mismatch would be a connection nobody ever serves.
+        if (self.direction == "out_of_impact") != (self.methodology == "pull_from_impact"):
+            raise ValueError("direction: out_of_impact goes with methodology pull_from_impact, and only with it")
+        return self
 
 
 class Connection(abc.ABC):

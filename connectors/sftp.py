@@ -3,6 +3,7 @@
 The server's host key must be in the configured known_hosts file: an unknown or changed key
 is refused (RejectPolicy), never added. The file is written under a temporary name and
 renamed, so no reader ever sees a partial file under the final name.
+Pull from impact (list and download with the same session) is in ``connectors.pull``.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pydantic import Field, model_validator
 
 from .base import Connection, ConnectionSettings, step
 from .credentials import SecretRef
+from .fsspec_dir import FsspecSettings
 
 _KEY_TYPES = (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey)
 
@@ -30,6 +32,11 @@ class SftpSettings(ConnectionSettings):
     private_key: SecretRef | None = Field(None, description="Key authentication: the private key in OpenSSH/PEM form.")
     known_hosts: Path = Field(description="known_hosts file holding the server's host key (mounted from a Secret).")
     directory: str = Field(".", description="Remote directory of the files.")
+    file_pattern: str | None = Field(
+        None, description="pull_from_impact: names to fetch, a glob such as `Performance_Bonus_Detail_*.csv`.")
+    poll_interval_s: float = Field(60.0, gt=0, description="pull_from_impact: how often the directory is listed.")
+    target_topic: str | None = Field(None, description="pull_from_impact: publish each row to this Kafka topic …")
+    target_url: str | None = Field(None, description="… or store each file in this fsspec directory URL.")
 
     @model_validator(mode="after")
     def _credentials(self) -> "SftpSettings":
@@ -37,6 +44,29 @@ class SftpSettings(ConnectionSettings):
             raise ValueError("give password or private_key")
         if not self.known_hosts.is_file():
             raise ValueError(f"known_hosts file {self.known_hosts} does not exist")
+        return self
+
+    @model_validator(mode="after")
+    def _pull_fields(self) -> "SftpSettings":
+        pull_keys = ("file_pattern", "poll_interval_s", "target_topic", "target_url")
+        if self.methodology != "pull_from_impact":
+            wrong = [k for k in pull_keys if k in self.model_fields_set]
+            if wrong:
+                raise ValueError(f"{', '.join(wrong)}: only for methodology pull_from_impact")
+            return self
+        if self.data_type not in ("reports", "performance_bonus_detail"):
+            raise ValueError("data_type: impact offers reports or performance_bonus_detail to pull")
+        if not self.file_pattern:
+            raise ValueError("file_pattern: required with methodology pull_from_impact")
+        if "/" in self.file_pattern:
+            raise ValueError("file_pattern: a file name pattern; the folder goes into directory")
+        if (self.target_topic is None) == (self.target_url is None):
+            raise ValueError("target_topic, target_url: give exactly one (where the fetched files go)")
+        if self.target_url is not None:
+            try:
+                FsspecSettings._known_protocol(self.target_url)  # the same URL rule as method fsspec
+            except ValueError as exc:
+                raise ValueError(f"target_url: {exc}") from None
         return self
 
 

@@ -9,7 +9,7 @@ from faust.types import TP
 
 from connectors import build_connection
 
-from . import collector
+from . import collector, reports
 from .config import Settings
 from .pipeline import Pipeline
 
@@ -136,4 +136,5 @@ def create_app(settings: Settings) -> ImrefApp:
         pipeline.forget({tp.partition for tp in revoked if tp.topic in items_tp})
 
     collector.install(app, settings)
+    reports.install(app, settings)
     return app
