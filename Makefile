@@ -1,6 +1,6 @@
 PY ?= python3
 
-.PHONY: setup run test unit
+.PHONY: setup run test unit lock
 
 setup:
 	PY=$(PY) bash scripts/setup.sh
@@ -15,3 +15,9 @@ test: setup
 
 unit:
 	$(PY) -m pytest -q tests/unit
+
+# The image's pinned, hashed runtime dependencies (deploy/Dockerfile installs exactly these)
+lock:
+	$(PY) -m pip install --quiet pip-tools
+	$(PY) -m piptools compile --quiet --extra rocksdb --strip-extras --generate-hashes --annotation-style=line \
+		--no-emit-index-url --no-emit-find-links -o deploy/requirements.lock pyproject.toml

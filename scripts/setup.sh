@@ -4,8 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
 $PY -m pip install --quiet --disable-pip-version-check -e '.[test,demo,rocksdb]'
-# Headless Chromium for the click-collector page tests: Debian's build, since Playwright's own
-# browser download is not reachable from these machines.
+# Headless Chromium for the browser tests: Debian's build, since Playwright's own browser
+# download is not reachable from these machines.
 if [ ! -x /usr/bin/chromium ]; then
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
