@@ -5,11 +5,13 @@ import ssl
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.web.drivers import aiohttp as faust_web
 from faust.types import TP
 
 from connectors import build_connection
 
-from . import collector, reports
+from . import collector, reports, web
+from .metrics import Metrics
 from .config import Settings
 from .pipeline import Pipeline
 
@@ -46,11 +48,18 @@ class _Transport(faust_aiokafka.Transport):
     Consumer = _BatchAwareConsumer
 
 
+class _Web(faust_web.Web):
+    production_blueprints = []  # Faust's JSON index would take "/", the status page's path
+
+
 class ImrefApp(faust.App):
     pipeline: Pipeline
 
     def _new_transport(self) -> _Transport:
         return _Transport(self.conf.broker_consumer, self)
+
+    def _new_web(self) -> _Web:
+        return _Web(self)
 
     async def on_stop(self) -> None:
         # Flush before Faust's own stop sequence commits the offsets: the open batches are
@@ -89,6 +98,11 @@ def create_app(settings: Settings) -> ImrefApp:
         web_enabled=settings.web.enabled,
         web_bind=settings.web.host,
         web_port=settings.web.port,
+        # Faust's own pages would publish table contents (customer ids, click ids) and internals.
+        web_tables_enabled=False,
+        web_router_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
         autodiscover=False,
     )
     app.imref = settings
@@ -107,9 +121,10 @@ def create_app(settings: Settings) -> ImrefApp:
 
     connections = [build_connection(c) for c in settings.connections
                    if c.direction == "into_impact" and c.data_type == "conversions"]
+    metrics = Metrics([c.name for c in connections])
     pipeline = app.pipeline = Pipeline(settings, clicks_table=clicks_table, cuts_table=cuts_table,
                                        dead_letter=dead_letter, unattributed=unattributed,
-                                       connections=connections)
+                                       connections=connections, metrics=metrics)
     items_tp = {items_topic.get_topic_name()}
     pipeline.items_topic = t.order_items
     pipeline.committed_offset = lambda p: app.consumer._committed_offset.get(TP(t.order_items, p))
@@ -135,6 +150,8 @@ def create_app(settings: Settings) -> ImrefApp:
     async def on_revoked(sender, revoked, **kwargs):
         pipeline.forget({tp.partition for tp in revoked if tp.topic in items_tp})
 
+    if settings.web.enabled:
+        web.install(app, metrics)
     collector.install(app, settings)
     reports.install(app, settings)
     return app

@@ -89,6 +89,8 @@ class WebSettings(_Section):
     enabled: bool = Field(True, description="Serve the worker's HTTP endpoints.")
     host: str = Field("0.0.0.0", description="Bind address.")
     port: int = Field(6066, ge=0, le=65535, description="HTTP port.")
+    unready_after_failing_s: float = Field(
+        60.0, gt=0, description="/readyz fails while a connection has failed every upload for this long.")
 
 
 class CollectorSettings(_Section):

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import random
 from dataclasses import dataclass, field
+from time import monotonic
 from typing import Awaitable, Callable
 
 from connectors import Connection
@@ -31,7 +32,8 @@ class RetryPolicy:
         return random.uniform(0, min(self.max_delay_s, self.first_delay_s * 2 ** attempt))
 
 
-async def put_until_confirmed(conn: Connection, name: str, data: bytes, policy: RetryPolicy) -> int:
+async def put_until_confirmed(conn: Connection, name: str, data: bytes, policy: RetryPolicy,
+                              on_failure: Callable[[Exception], None] | None = None) -> int:
     """Retry until the destination confirms; returns the number of failed attempts."""
     failures = 0
     while True:
@@ -45,6 +47,8 @@ async def put_until_confirmed(conn: Connection, name: str, data: bytes, policy: 
             failures += 1
             log.warning("upload failed: connection=%r file=%s attempt=%d error=%s: %s; retry in %.1fs",
                         conn.name, name, failures, type(exc).__name__, exc, delay)
+            if on_failure is not None:
+                on_failure(exc)
             await asyncio.sleep(delay)
 
 
@@ -56,6 +60,8 @@ class Job:
     held_from: int  # first source offset the job holds: nothing at or above it may be committed
     prepare: Callable[[], Awaitable[bytes | None]]
     on_delivered: Callable[[], Awaitable[None]]
+    rows: int = 0
+    cut_at: float = field(default_factory=monotonic)
     remaining: int = 0
     data: bytes | None = None
     _prepared: asyncio.Task | None = field(default=None, repr=False)
@@ -68,10 +74,10 @@ class Job:
 
 class PartitionLanes:
     def __init__(self, partition: int, connections: list[Connection], policy: RetryPolicy,
-                 max_in_flight: int = 4, on_put: Callable[[Connection, str, int, int], None] | None = None):
+                 max_in_flight: int = 4, metrics=None):
         self.partition = partition
         self.policy = policy
-        self.on_put = on_put
+        self.metrics = metrics  # streams.metrics.Metrics, or None
         self._slots = asyncio.Semaphore(max_in_flight)
         self._queues = {c.name: asyncio.Queue() for c in connections}
         self._tasks = [asyncio.ensure_future(self._run(c, self._queues[c.name])) for c in connections]
@@ -105,9 +111,16 @@ class PartitionLanes:
             data = await job.payload()
             if data is not None:
                 faults.point("before_upload")
-                failures = await put_until_confirmed(conn, job.name, data, self.policy)
-                if self.on_put:
-                    self.on_put(conn, job.name, len(data), failures)
+                m = self.metrics
+                if m:
+                    m.upload_started(conn.name, job.name, job.rows)
+                failures = await put_until_confirmed(
+                    conn, job.name, data, self.policy,
+                    on_failure=m and (lambda exc: m.upload_failed(conn.name, job.name, f"{type(exc).__name__}: {exc}")))
+                log.info("connection %r confirmed %s (%d bytes, %d failed attempts)", conn.name, job.name,
+                         len(data), failures)
+                if m:
+                    m.upload_confirmed(conn.name, job.name, job.rows, job.cut_at)
             job.remaining -= 1
             if job.remaining == 0:
                 # Lanes deliver in order, so the last lane to finish a job finishes jobs in order.

@@ -164,9 +164,9 @@ class Pipeline:
             batch.resolved_event = asyncio.Event()
             if batch.resolved:
                 batch.resolved_event.set()
-            job = Job(batch.file_name(self.s.batch.file_title), batch.first,
-                      prepare=lambda b=batch, f=fut: self._prepare(b, f),
+            job = Job(batch.file_name(self.s.batch.file_title), batch.first, prepare=None,
                       on_delivered=lambda b=batch: self._ack(b))
+            job.prepare = lambda b=batch, f=fut, j=job: self._prepare(b, f, j)
             await self._lane(batch.partition).submit(job)
 
     async def tick(self) -> None:
@@ -215,7 +215,7 @@ class Pipeline:
         lane = self._lanes.get(partition)
         if lane is None:
             lane = self._lanes[partition] = PartitionLanes(partition, self.connections, self._retry,
-                                                           on_put=self._on_put)
+                                                           metrics=self.metrics)
         return lane
 
     def _record_cut(self, batch: Batch):
@@ -227,13 +227,14 @@ class Pipeline:
         self.cuts.data[key] = cuts
         return self.cuts.send_changelog(batch.partition, key, cuts)
 
-    async def _prepare(self, batch: Batch, cut_recorded) -> bytes | None:
+    async def _prepare(self, batch: Batch, cut_recorded, job: Job) -> bytes | None:
         await cut_recorded
         await batch.resolved_event.wait()
         for entry in batch.entries:
             if entry.confirm is not None:
                 await entry.confirm
         rows = batch.rows()
+        job.rows = len(rows)
         return render(rows) if rows else None
 
     async def _ack(self, batch: Batch) -> None:
@@ -254,10 +255,6 @@ class Pipeline:
     async def _send(self, topic, event, reason: str, detail: str) -> None:
         self._count("dead_letter", reason)
         await (await topic.send(key=event.key, value=event.value, headers=origin_headers(event, reason, detail)))
-
-    def _on_put(self, conn, name: str, size: int, failures: int) -> None:
-        log.info("connection %r confirmed %s (%d bytes, %d failed attempts)", conn.name, name, size, failures)
-        self._count("files_delivered", conn.name)
 
     def _count(self, what: str, label: str | None = None) -> None:
         if self.metrics is not None:

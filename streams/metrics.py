@@ -1,0 +1,113 @@
+"""What the worker has done and how its connections are: Prometheus metrics (declared once,
+here) plus the recent-files and connection-health state the status page and /readyz show."""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from time import monotonic, time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+RECENT_FILES = 50
+
+
+@dataclass
+class FileState:
+    name: str
+    connection: str
+    rows: int
+    state: str  # uploading | retrying | delivered
+    attempts: int = 0
+    error: str = ""
+    updated: float = 0.0  # wall clock, for the page
+
+
+@dataclass
+class ConnectionHealth:
+    failing_since: float | None = None  # monotonic time of the first failure since the last success
+    last_error: str = ""
+    last_success: float | None = None  # wall clock
+
+
+class Metrics:
+    def __init__(self, connections: list[str] = ()) -> None:
+        self.registry = r = CollectorRegistry()
+        self.events_in = Counter("imref_events_in", "Events consumed.", ["kind"], registry=r)
+        self.joined = Counter("imref_rows_joined", "Order items joined to a click: conversion rows.", registry=r)
+        self.unattributed = Counter("imref_unattributed", "Items sent to the unattributed topic.", ["reason"],
+                                    registry=r)
+        self.dead_letter = Counter("imref_dead_letter", "Events sent to the dead-letter topic.", ["reason"],
+                                   registry=r)
+        self.redelivered = Counter("imref_redelivered", "Records seen again after a restart and dropped.",
+                                   registry=r)
+        self.files = Counter("imref_files_delivered", "Files confirmed by a connection.", ["connection"], registry=r)
+        self.rows = Counter("imref_rows_delivered", "Rows in files confirmed by a connection.", ["connection"],
+                            registry=r)
+        self.upload_failures = Counter("imref_upload_failures", "Failed upload attempts; each one is retried.",
+                                       ["connection"], registry=r)
+        self.flush_seconds = Histogram(
+            "imref_flush_seconds", "From a batch being cut to its upload being confirmed.", ["connection"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300), registry=r)
+        self.batches_held = Gauge("imref_batches_held", "Cut batches not yet confirmed by every connection.",
+                                  registry=r)
+        self.lag = Gauge("imref_consumer_lag", "Records not yet consumed: highwater minus position.",
+                         ["topic", "partition"], registry=r)
+        self.counts: dict[str, dict[str, int]] = {"dead_letter": {}, "unattributed": {}}
+        self.recent: OrderedDict[tuple[str, str], FileState] = OrderedDict()
+        self.health: dict[str, ConnectionHealth] = {}
+        for name in connections:  # exported as 0 from the start, so rates and alerts work at once
+            for metric in (self.files, self.rows, self.upload_failures):
+                metric.labels(name)
+            self.health[name] = ConnectionHealth()
+
+    # -- called by the pipeline -----------------------------------------------------------
+    def inc(self, what: str, label: str | None = None) -> None:
+        if what in ("clicks_in", "items_in"):
+            self.events_in.labels(what[:-3]).inc()
+        elif what == "joined":
+            self.joined.inc()
+        elif what == "redelivered":
+            self.redelivered.inc()
+        elif what in self.counts:
+            (self.dead_letter if what == "dead_letter" else self.unattributed).labels(label).inc()
+            self.counts[what][label] = self.counts[what].get(label, 0) + 1
+        else:
+            raise ValueError(f"unknown metric {what!r}")
+
+    # -- called by the delivery lanes -----------------------------------------------------
+    def upload_started(self, connection: str, name: str, rows: int) -> None:
+        self.health.setdefault(connection, ConnectionHealth())
+        self._file(connection, name, rows, "uploading")
+
+    def upload_failed(self, connection: str, name: str, error: str) -> None:
+        self.upload_failures.labels(connection).inc()
+        h = self.health.setdefault(connection, ConnectionHealth())
+        h.failing_since = h.failing_since or monotonic()
+        h.last_error = error
+        f = self._file(connection, name, None, "retrying")
+        f.attempts += 1
+        f.error = error
+
+    def upload_confirmed(self, connection: str, name: str, rows: int, cut_at: float) -> None:
+        self.files.labels(connection).inc()
+        self.rows.labels(connection).inc(rows)
+        self.flush_seconds.labels(connection).observe(monotonic() - cut_at)
+        h = self.health.setdefault(connection, ConnectionHealth())
+        h.failing_since, h.last_error, h.last_success = None, "", time()
+        self._file(connection, name, rows, "delivered")
+
+    def failing_connections(self, longer_than_s: float) -> dict[str, str]:
+        now = monotonic()
+        return {name: h.last_error for name, h in self.health.items()
+                if h.failing_since is not None and now - h.failing_since >= longer_than_s}
+
+    def _file(self, connection: str, name: str, rows: int | None, state: str) -> FileState:
+        key = (connection, name)
+        f = self.recent.pop(key, None) or FileState(name, connection, rows or 0, state)
+        f.state, f.updated = state, time()
+        if rows is not None:
+            f.rows = rows
+        self.recent[key] = f
+        while len(self.recent) > RECENT_FILES:
+            self.recent.popitem(last=False)
+        return f
