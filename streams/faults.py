@@ -3,7 +3,8 @@
 ``IMREF_FAULTS="after_upload@7"`` kills the process with SIGKILL the 7th time the point
 ``after_upload`` is reached, the way a node dies: no cleanup, no flush, no commit.
 Points: before_upload, mid_upload (fsspec: temporary file written, not yet renamed),
-after_upload (confirmed, not yet acked), after_ack (acked, not yet committed).
+after_upload (confirmed, not yet acked), after_ack (acked, not yet committed),
+pulled_not_recorded (pull from impact: rows published, the file not yet recorded as fetched).
 """
 from __future__ import annotations
 
