@@ -79,3 +79,4 @@ def check_event_age(occurred: datetime, now: datetime, max_age_days: int) -> Non
 
 validate_click = Validator("click.schema.json")
 validate_order_item = Validator("order-item.schema.json")
+validate_order_change = Validator("order-change.schema.json")

@@ -1,6 +1,7 @@
 """The Faust app: topics, tables and agents wired to the pipeline, from validated settings."""
 from __future__ import annotations
 
+import asyncio
 import ssl
 
 import faust
@@ -10,7 +11,7 @@ from faust.types import TP
 
 from connectors import build_connection
 
-from . import collector, reports, web
+from . import collector, modifications, reports, web
 from .metrics import Metrics
 from .config import Settings
 from .pipeline import Pipeline
@@ -41,6 +42,8 @@ class _BatchAwareConsumer(faust_aiokafka.Consumer):
     def _new_offset(self, tp: TP):
         offset = super()._new_offset(tp)
         limit = self.app.pipeline.commit_limit(tp)
+        if limit is None and self.app.modifications is not None:
+            limit = self.app.modifications.commit_limit(tp)
         return offset if offset is None or limit is None else min(offset, limit)
 
 
@@ -54,6 +57,7 @@ class _Web(faust_web.Web):
 
 class ImrefApp(faust.App):
     pipeline: Pipeline
+    modifications: Pipeline | None = None  # only with an action_modifications connection
 
     def _new_transport(self) -> _Transport:
         return _Transport(self.conf.broker_consumer, self)
@@ -72,7 +76,8 @@ class ImrefApp(faust.App):
             if assignment:
                 self.flow_control.suspend()
                 self._consumer.pause_partitions(assignment)
-                await self.pipeline.drain(self.imref.stop_timeout_s)
+                await asyncio.gather(*(p.drain(self.imref.stop_timeout_s)
+                                       for p in (self.pipeline, self.modifications) if p is not None))
         await super().on_stop()
 
 
@@ -154,4 +159,6 @@ def create_app(settings: Settings) -> ImrefApp:
         web.install(app, metrics)
     collector.install(app, settings)
     reports.install(app, settings)
+    app.modifications = modifications.install(app, settings, pipeline=pipeline, dead_letter=dead_letter,
+                                              metrics=metrics)
     return app

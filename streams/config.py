@@ -15,6 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from connectors import TRANSPORTS, AnyConnectionSettings
 from connectors.credentials import SecretRef
+from schemas import CSV_HEADER, load
+
+ORDER_ITEM_FIELDS = frozenset(load("order-item.schema.json")["properties"])
 
 IMPACT_MAX_ROWS = 10_000  # impact's advice for one file
 
@@ -54,14 +57,70 @@ class TopicSettings(_Section):
     order_items: str = Field("imref.order-items", description="Order-item events, keyed by customer id.")
     unattributed: str = Field("imref.unattributed", description="Items without a click after the grace period.")
     dead_letter: str = Field("imref.dead-letter", description="Invalid events, with reason and origin headers.")
+    order_changes: str = Field("imref.order-changes", description="Cancellations and returns, keyed by customer id "
+                               "(co-partitioned with order items).")
+    unmatched_changes: str = Field("imref.unmatched-changes",
+                                   description="Order changes that match no reported conversion, with the reason.")
     partitions: int = Field(4, ge=1, description="Partitions of clicks and order items (co-partitioned).")
     replicas: int = Field(1, ge=1, description="Replication factor of the topics the worker creates.")
+
+
+# Optional columns from impact's conversion field reference (order-level and item-level data)
+# that a file may carry after the 11 base columns.
+EXTRA_COLUMN_NAMES = frozenset({
+    "OrderPromoCode", "PromoCode", "OrderDiscount", "OrderSubtotal", "OrderShipping", "OrderTax", "OrderRebate",
+    "PaymentType", "CustomerStatus", "CustomerCity", "CustomerRegion", "CustomerCountry", "CustomerPostCode",
+    "Note", "Text1", "Text2", "Text3", "Numeric1", "Numeric2", "Numeric3",
+    "ItemSubCategory", "SubCategory", "Name", "ItemName", "Brand", "ItemBrand", "Price", "ItemPrice",
+    "Discount", "ItemDiscount", "ItemPromoCode",
+})
+
+
+class ExtraColumn(_Section):
+    column: str = Field(description="impact column name, e.g. OrderPromoCode.")
+    field: str = Field(description="Order-item field whose value fills it, e.g. promo_code.")
+
+    @field_validator("column")
+    @classmethod
+    def _known_column(cls, column: str) -> str:
+        if column in CSV_HEADER:
+            raise ValueError(f"{column} is one of the base columns, always present")
+        if column not in EXTRA_COLUMN_NAMES:
+            raise ValueError(f"{column!r} is not in impact's field reference: {', '.join(sorted(EXTRA_COLUMN_NAMES))}")
+        return column
+
+    @field_validator("field")
+    @classmethod
+    def _declared_field(cls, name: str) -> str:
+        # Only declared fields: the schema then guarantees a scalar that fits in one cell.
+        if name not in ORDER_ITEM_FIELDS:
+            raise ValueError(f"{name!r} is not a field of schemas/order-item.schema.json")
+        return name
 
 
 class ImpactSettings(_Section):
     campaign_id: int = Field(gt=0, description="CampaignId from the Tech Plan.")
     action_tracker_id: int = Field(gt=0, description="ActionTrackerId (event type) from the Tech Plan.")
     max_event_age_days: int = Field(88, ge=1, le=88, description="impact does not process older EventDates.")
+    extra_columns: list[ExtraColumn] = Field(
+        default_factory=list,
+        description="`{column, field}` pairs: impact columns written after the 11 base ones, in this order.")
+
+    @field_validator("extra_columns")
+    @classmethod
+    def _unique_columns(cls, columns: list[ExtraColumn]) -> list[ExtraColumn]:
+        names = [c.column for c in columns]
+        if len(set(names)) != len(names):
+            raise ValueError(f"extra column names must be unique: {names}")
+        return columns
+
+    @property
+    def extra_fields(self) -> tuple[str, ...]:
+        return tuple(c.field for c in self.extra_columns)
+
+    @property
+    def csv_header(self) -> tuple[str, ...]:
+        return CSV_HEADER + tuple(c.column for c in self.extra_columns)
 
 
 class AttributionSettings(_Section):
@@ -78,11 +137,25 @@ class BatchSettings(_Section):
     @field_validator("file_title")
     @classmethod
     def _impact_safe_title(cls, title: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", title):
-            raise ValueError("use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
-        if title.lower().startswith(("receipt_", "result_")):
-            raise ValueError("impact reserves names starting with receipt_ and result_")
-        return title
+        return impact_safe_title(title)
+
+
+def impact_safe_title(title: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", title):
+        raise ValueError("use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+    if title.lower().startswith(("receipt_", "result_")):
+        raise ValueError("impact reserves names starting with receipt_ and result_")
+    return title
+
+
+class ModificationSettings(_Section):
+    file_title: str = Field("modifications", description="Leading part of every action-modification file name; "
+                            "sizes and ages as in `batch`.")
+
+    @field_validator("file_title")
+    @classmethod
+    def _impact_safe_title(cls, title: str) -> str:
+        return impact_safe_title(title)
 
 
 class WebSettings(_Section):
@@ -121,6 +194,7 @@ class Settings(_Section):
     impact: ImpactSettings
     attribution: AttributionSettings = AttributionSettings()
     batch: BatchSettings = BatchSettings()
+    modifications: ModificationSettings = ModificationSettings()
     web: WebSettings = WebSettings()
     collector: CollectorSettings = CollectorSettings()
     connections: list[AnyConnectionSettings] = Field(min_length=1)
@@ -134,6 +208,8 @@ class Settings(_Section):
             raise ValueError("collector.enabled needs web.enabled: the collector is served by the web server")
         if not any(c.data_type == "conversions" and c.direction == "into_impact" for c in self.connections):
             raise ValueError("at least one connection must carry conversions into impact")
+        if self.modifications.file_title == self.batch.file_title:
+            raise ValueError("modifications.file_title must differ from batch.file_title: the files must not collide")
         return self
 
 

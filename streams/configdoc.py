@@ -17,7 +17,9 @@ def _type(annotation) -> str:
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
         return _type(args[0]) + " \\| None"
-    text = str(annotation).replace("typing.", "").replace("pathlib.", "").replace("connectors.credentials.", "")
+    text = str(annotation)
+    for module in ("typing.", "pathlib.", "connectors.credentials.", "streams.config."):
+        text = text.replace(module, "")
     if typing.get_origin(annotation) is typing.Literal:
         return " \\| ".join(f"`{a}`" for a in typing.get_args(annotation))
     return text.replace("<class '", "").replace("'>", "").replace("|", "\\|")

@@ -1,4 +1,5 @@
-"""impact's item-level conversion file: the seed's 11 columns, RFC 4180, formula-safe cells."""
+"""impact's batch files: the seed's 11 conversion columns (plus configured extras), RFC 4180,
+formula-safe cells; ``render`` also writes the action-modification file (streams.modifications)."""
 from __future__ import annotations
 
 import csv
@@ -16,7 +17,15 @@ def neutralise(cell: str) -> str:
     return "'" + cell if cell.startswith(_FORMULA_LEADS) else cell
 
 
-def conversion_row(campaign_id: int, action_tracker_id: int, item: dict, occurred: datetime, click_id: str) -> Row:
+def cell(value) -> str:
+    """An optional event field as a cell: absent is empty, text is neutralised."""
+    if value is None:
+        return ""
+    return neutralise(value) if isinstance(value, str) else str(value)
+
+
+def conversion_row(campaign_id: int, action_tracker_id: int, item: dict, occurred: datetime, click_id: str,
+                   extra_fields: tuple[str, ...] = ()) -> Row:
     return (
         str(campaign_id),
         str(action_tracker_id),
@@ -29,12 +38,12 @@ def conversion_row(campaign_id: int, action_tracker_id: int, item: dict, occurre
         neutralise(item["category"]),
         neutralise(item["sku"]),
         str(item["quantity"]),
-    )
+    ) + tuple(cell(item.get(f)) for f in extra_fields)
 
 
-def render(rows: list[Row]) -> bytes:
+def render(rows: list[Row], header: tuple[str, ...] = CSV_HEADER) -> bytes:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(CSV_HEADER)
+    writer.writerow(header)
     writer.writerows(rows)
     return out.getvalue().encode()

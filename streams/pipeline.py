@@ -66,6 +66,9 @@ class Pipeline:
         self._waiting: dict[tuple[int, str], list] = {}
         self._deadlines: deque = deque()
         self._retry = RetryPolicy()
+        self.header = settings.impact.csv_header
+        # Awaited with each delivered batch before its records are acked (streams.modifications).
+        self.delivered_hooks: list = []
 
     # -- clicks ---------------------------------------------------------------------------
     async def on_click(self, event) -> None:
@@ -114,7 +117,8 @@ class Pipeline:
 
     def _row(self, item: dict, occurred: datetime, click_id: str):
         self._count("joined")
-        return conversion_row(self.s.impact.campaign_id, self.s.impact.action_tracker_id, item, occurred, click_id)
+        return conversion_row(self.s.impact.campaign_id, self.s.impact.action_tracker_id, item, occurred, click_id,
+                              self.s.impact.extra_fields)
 
     def _try_attribute(self, waiting, history) -> bool:
         entry, item, occurred, _ = waiting
@@ -235,10 +239,12 @@ class Pipeline:
                 await entry.confirm
         rows = batch.rows()
         job.rows = len(rows)
-        return render(rows) if rows else None
+        return render(rows, self.header) if rows else None
 
     async def _ack(self, batch: Batch) -> None:
         rows = sum(e.row is not None for e in batch.entries)
+        for hook in self.delivered_hooks:
+            await hook(batch)
         for entry in batch.entries:
             await self.ack_stream.ack(entry.handle)
         log.info("partition %d offsets %d-%d %s: %d rows", batch.partition, batch.first, batch.last,

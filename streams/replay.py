@@ -142,7 +142,7 @@ def _process(settings: Settings, records, clicks: dict[str, list[tuple[float, st
             click_id = item.get("im_ref") or attribute(history, at, window_s, grace_s)
             if click_id:
                 entry.row = conversion_row(settings.impact.campaign_id, settings.impact.action_tracker_id,
-                                           item, occurred, click_id)
+                                           item, occurred, click_id, settings.impact.extra_fields)
             else:
                 summary.unattributed[CLICK_OUTSIDE_WINDOW if history else NO_CLICK] += 1
         for batch in batcher.add(entry, 0.0):
@@ -184,7 +184,7 @@ def _deliver(batch: Batch, settings: Settings, connections: list[Connection], su
     rows = batch.rows()
     if not rows:
         return
-    name, data = batch.file_name(settings.batch.file_title), render(rows)
+    name, data = batch.file_name(settings.batch.file_title), render(rows, settings.impact.csv_header)
     for conn in connections:
         _put(conn, name, data)
     summary.rows += len(rows)
