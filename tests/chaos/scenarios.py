@@ -56,6 +56,16 @@ class Traffic:
         self._producer.flush()
         self._order = 0
 
+    def clicks_consumed_by(self, group: str, timeout: float = 60) -> "Traffic":
+        """Waits until ``group`` has committed every click. Real orders follow their click by
+        minutes; here they would race it, and an item that beats its click by more than the grace
+        is rightly unattributed, which the verifier would count as lost."""
+        deadline = time.monotonic() + timeout
+        while sum(committed_offsets(self.bootstrap, group, f"{self.prefix}.clicks").values()) < CUSTOMERS:
+            assert time.monotonic() < deadline, f"{group} did not consume the clicks in {timeout:.0f}s"
+            time.sleep(0.2)
+        return self
+
     def start(self) -> "Traffic":
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -164,7 +174,7 @@ def rebalance(broker, tmp: Path, cycles: int) -> Result:
     cfg2.write_text(cfg.read_text().replace(str(tmp / "rebalance-state"), str(tmp / "rebalance-state-2")))
     first = WorkerProcess(cfg, tmp / "rebalance-1.log").start()
     first.wait_ready()
-    traffic = Traffic(broker.bootstrap, app_id).start()
+    traffic = Traffic(broker.bootstrap, app_id).clicks_consumed_by(app_id).start()
     try:
         for _ in range(cycles):
             second = WorkerProcess(cfg2, tmp / "rebalance-2.log").start()
@@ -189,6 +199,7 @@ def graceful_stop(broker, tmp: Path, runs: int, bound_s: float = 10) -> Result:
     for _ in range(runs):
         worker = WorkerProcess(cfg, tmp / "sigterm.log").start()
         worker.wait_ready()
+        traffic.clicks_consumed_by(app_id)
         traffic.burst(150)
         time.sleep(3)  # consumed, but no batch is old or big enough to be cut
         t = time.monotonic()
@@ -206,7 +217,7 @@ def poison(broker, tmp: Path, items: int, ratio: float = 0.01) -> Result:
     app_id, out, cfg = _setup(broker, tmp, "poison")
     worker = WorkerProcess(cfg, tmp / "poison.log").start()
     worker.wait_ready()
-    traffic = Traffic(broker.bootstrap, app_id, poison=ratio, seed=5)
+    traffic = Traffic(broker.bootstrap, app_id, poison=ratio, seed=5).clicks_consumed_by(app_id)
     traffic.burst(items)
     wait_delivered(out, traffic.expected, 120)
     dlq = read_topic(broker.bootstrap, f"{app_id}.dead-letter", expect=len(traffic.poisoned))
@@ -241,7 +252,7 @@ def destination_faults(broker, tmp: Path, cycles: int) -> Result:
         start = lambda: WorkerProcess(cfg, tmp / "dest.log", env=SECRET_ENV).start()  # noqa: E731
         worker = start()
         worker.wait_ready()
-        traffic = Traffic(broker.bootstrap, app_id).start()
+        traffic = Traffic(broker.bootstrap, app_id).clicks_consumed_by(app_id).start()
         kills = resets = 0
         try:
             for cycle in range(cycles):
@@ -302,7 +313,7 @@ def security_negatives(broker, tmp: Path, items: int = 300) -> Result:
         sftp.known_hosts.write_text("")  # the operator has not pinned this server
         worker = WorkerProcess(cfg, tmp / "security.log", env=SECRET_ENV).start()
         worker.wait_ready()
-        traffic = Traffic(broker.bootstrap, app_id)
+        traffic = Traffic(broker.bootstrap, app_id).clicks_consumed_by(app_id)
         traffic.burst(items)
         worker.wait_for_log("connection='retailer sftp'", 60)
         worker.wait_for_log("connection='retailer ftps'", 60)
