@@ -21,16 +21,13 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import random
 import re
 import tempfile
 import threading
 import time
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import orjson
-
+from bench.throughput import order_items
 from streams.devbroker import DevBroker, create_topics
 from tests.support.harness import WorkerProcess, write_config
 
@@ -42,20 +39,9 @@ FILE = re.compile(r"_p(\d+)_(\d+)-(\d+)\.csv$")
 def produce_items(bootstrap: str, topic: str, items: int, customers: int = 50_000) -> None:
     from kafka import KafkaProducer
 
-    rng = random.Random(2)
-    at = (datetime.now(timezone.utc) - timedelta(minutes=5)).replace(microsecond=0).isoformat()
     p = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=50, batch_size=1 << 20)
-    n = order = 0
-    while n < items:
-        c = rng.randrange(customers)
-        cid = f"CUST{c:07d}"
-        for _ in range(min(rng.randint(1, 4), items - n)):
-            p.send(topic, key=cid.encode(), value=orjson.dumps({
-                "order_id": f"O{order:09d}", "customer_id": cid, "occurred_at": at, "im_ref": f"IR{c:012d}",
-                "currency": "USD", "amount": f"{rng.randint(1, 500)}.{rng.randrange(100):02d}",
-                "category": "Garden", "sku": f"SKU-{rng.randrange(100000)}", "quantity": rng.randint(1, 3)}))
-            n += 1
-        order += 1
+    for key, value in order_items(items, customers, seed=2, with_im_ref=True):
+        p.send(topic, key=key, value=value)
     p.flush()
     p.close()
 

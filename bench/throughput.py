@@ -38,24 +38,37 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def order_items(items: int, customers: int, seed: int = 1, with_im_ref: bool = False):
+    """(key, value) of ``items`` order items in orders of 1-4 items, 5 minutes old; with
+    ``with_im_ref`` each carries its click id, so none waits for a click."""
+    rng = random.Random(seed)
+    at = (datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=5)).isoformat()
+    n, order = 0, 0
+    while n < items:
+        c = rng.randrange(customers)
+        cid = f"CUST{c:07d}"
+        for _ in range(min(rng.randint(1, 4), items - n)):
+            item = {"order_id": f"O{order:09d}", "customer_id": cid, "occurred_at": at,
+                    "currency": "USD", "amount": f"{rng.randint(1, 500)}.{rng.randrange(100):02d}",
+                    "category": "Garden", "sku": f"SKU-{rng.randrange(100000)}", "quantity": rng.randint(1, 3)}
+            if with_im_ref:
+                item["im_ref"] = f"IR{c:012d}"
+            yield cid.encode(), orjson.dumps(item)
+            n += 1
+        order += 1
+
+
 def produce(bootstrap: str, prefix: str, items: int, customers: int) -> int:
-    rng = random.Random(1)
     now = datetime.now(timezone.utc).replace(microsecond=0)
     p = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=50, batch_size=1 << 20)
     for c in range(customers):
         cid = f"CUST{c:07d}"
         p.send(f"{prefix}.clicks", key=cid.encode(), value=orjson.dumps(
             {"customer_id": cid, "im_ref": f"IR{c:012d}", "occurred_at": (now - timedelta(hours=2)).isoformat()}))
-    n, order = 0, 0
-    while n < items:
-        cid = f"CUST{rng.randrange(customers):07d}"
-        for i in range(min(rng.randint(1, 4), items - n)):
-            p.send(f"{prefix}.order-items", key=cid.encode(), value=orjson.dumps({
-                "order_id": f"O{order:09d}", "customer_id": cid, "occurred_at": (now - timedelta(minutes=5)).isoformat(),
-                "currency": "USD", "amount": f"{rng.randint(1, 500)}.{rng.randrange(100):02d}",
-                "category": "Garden", "sku": f"SKU-{rng.randrange(100000)}", "quantity": rng.randint(1, 3)}))
-            n += 1
-        order += 1
+    n = 0
+    for key, value in order_items(items, customers):
+        p.send(f"{prefix}.order-items", key=key, value=value)
+        n += 1
     p.flush()
     p.close()
     return n
