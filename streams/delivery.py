@@ -85,6 +85,9 @@ class PartitionLanes:
 
     async def submit(self, job: Job) -> None:
         self._unfinished.append(job)  # held from now on, before any wait (see oldest_held)
+        if self.metrics:  # visible while it waits for a slot or for its turn in a lane
+            for name in self._queues:
+                self.metrics.file_held(name, job.name)
         await self._slots.acquire()
         job.remaining = len(self._queues)
         asyncio.ensure_future(job.payload())  # start recording the cut and rendering now
@@ -104,6 +107,9 @@ class PartitionLanes:
         for job in self._unfinished:
             if job._prepared is not None:
                 job._prepared.cancel()
+            if self.metrics:
+                for name in self._queues:
+                    self.metrics.file_dropped(name, job.name)
 
     async def _run(self, conn: Connection, queue: asyncio.Queue) -> None:
         while True:
@@ -121,6 +127,8 @@ class PartitionLanes:
                          len(data), failures)
                 if m:
                     m.upload_confirmed(conn.name, job.name, job.rows, job.cut_at)
+            elif self.metrics:
+                self.metrics.file_dropped(conn.name, job.name)
             job.remaining -= 1
             if job.remaining == 0:
                 # Lanes deliver in order, so the last lane to finish a job finishes jobs in order.

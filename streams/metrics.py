@@ -15,8 +15,8 @@ RECENT_FILES = 50
 class FileState:
     name: str
     connection: str
-    rows: int
-    state: str  # uploading | retrying | delivered
+    rows: int | None  # None until the batch is rendered: items may still wait for their click
+    state: str  # held | uploading | retrying | delivered
     attempts: int = 0
     error: str = ""
     updated: float = 0.0  # wall clock, for the page
@@ -75,6 +75,16 @@ class Metrics:
             raise ValueError(f"unknown metric {what!r}")
 
     # -- called by the delivery lanes -----------------------------------------------------
+    def file_held(self, connection: str, name: str) -> None:
+        self._file(connection, name, None, "held")
+
+    def file_dropped(self, connection: str, name: str) -> None:
+        """The batch became no file (no rows left) or its partition was revoked: the new owner
+        re-forms it, so a lingering entry would show a file stuck forever."""
+        f = self.recent.get((connection, name))
+        if f is not None and f.state != "delivered":
+            del self.recent[(connection, name)]
+
     def upload_started(self, connection: str, name: str, rows: int) -> None:
         self.health.setdefault(connection, ConnectionHealth())
         self._file(connection, name, rows, "uploading")
@@ -103,7 +113,7 @@ class Metrics:
 
     def _file(self, connection: str, name: str, rows: int | None, state: str) -> FileState:
         key = (connection, name)
-        f = self.recent.pop(key, None) or FileState(name, connection, rows or 0, state)
+        f = self.recent.pop(key, None) or FileState(name, connection, rows, state)
         f.state, f.updated = state, time()
         if rows is not None:
             f.rows = rows

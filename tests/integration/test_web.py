@@ -165,7 +165,73 @@ def test_a_connection_failing_for_long_makes_the_worker_unready(broker, tmp_path
         assert {c["name"]: c["ok"] for c in s["connections"]} == {"outbox": True, "partner ftp": False}
         states = {(f["connection"], f["state"]) for f in s["files"]}
         assert ("partner ftp", "retrying") in states and ("outbox", "delivered") in states
+        # a second batch of the same partition queues behind the one being retried
+        produce(broker.bootstrap, f"{app_id}.order-items", [(b"W1", orjson.dumps({
+            "order_id": "U2", "customer_id": "W1", "occurred_at": NOW.isoformat(), "im_ref": "IRU",
+            "currency": "EUR", "amount": "4.00", "category": "Web", "sku": "S", "quantity": 1}))])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            files = json.loads(get(f"{base}/status.json")[1])["files"]
+            if sum(f["connection"] == "partner ftp" and f["state"] == "held" for f in files) == 1 \
+                    and sum(f["connection"] == "outbox" and f["state"] == "delivered" for f in files) == 2:
+                break
+            time.sleep(0.3)
+        held = [f for f in files if f["connection"] == "partner ftp" and f["state"] == "held"]
+        assert len(held) == 1 and held[0]["rows"] is None, files
         assert metrics(base)[("imref_upload_failures_total", (("connection", "partner ftp"),))] >= 1
         assert "not-logged-0097" not in w.log_text()
     finally:
         w.stop()
+
+
+def test_lanes_report_each_file_held_then_uploading_retrying_delivered_and_forget_what_is_no_file():
+    """The file states behind the status page, from the real delivery lanes (no broker needed)."""
+    import asyncio
+
+    from connectors.base import Connection, ConnectionSettings
+    from streams.delivery import Job, PartitionLanes, RetryPolicy
+    from streams.metrics import Metrics
+
+    class Gate(Connection):
+        def __init__(self, name, fail):
+            super().__init__(ConnectionSettings(name=name, methodology="push_to_impact"))
+            self.fail = fail
+
+        def put(self, name, data):
+            if self.fail:
+                raise ConnectionRefusedError("nothing listens")
+
+    def job(name, first, data):
+        async def prepare():
+            return data
+
+        async def delivered():
+            pass
+
+        j = Job(name, first, prepare, delivered)
+        j.rows = 2 if data else 0
+        return j
+
+    async def scenario():
+        m = Metrics(["ok", "down"])
+        lanes = PartitionLanes(0, [Gate("ok", False), Gate("down", True)],
+                               RetryPolicy(first_delay_s=0.01, max_delay_s=0.02), metrics=m)
+        for n, data in (("a.csv", b"x"), ("b.csv", None), ("c.csv", b"y")):
+            await lanes.submit(job(n, ord(n[0]), data))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            before = {(f.connection, f.name): (f.state, f.rows) for f in m.recent.values()}
+            if before.get(("ok", "c.csv"), ("",))[0] == "delivered" and before[("down", "a.csv")][0] == "retrying":
+                break
+            await asyncio.sleep(0.02)
+        lanes.cancel()
+        after = {(f.connection, f.name): f.state for f in m.recent.values()}
+        return before, after, m.failing_connections(0)
+
+    before, after, failing = asyncio.run(scenario())
+    assert before == {("ok", "a.csv"): ("delivered", 2), ("ok", "c.csv"): ("delivered", 2),
+                      ("down", "a.csv"): ("retrying", 2), ("down", "b.csv"): ("held", None),
+                      ("down", "c.csv"): ("held", None)}
+    # the revoked partition's new owner re-forms its batches: only what was confirmed stays listed
+    assert after == {("ok", "a.csv"): "delivered", ("ok", "c.csv"): "delivered"}
+    assert set(failing) == {"down"}
