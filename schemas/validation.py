@@ -22,7 +22,7 @@ EVENT_DATE_TOO_OLD = "event_date_too_old"
 EVENT_DATE_IN_FUTURE = "event_date_in_future"
 KEY_MISMATCH = "key_mismatch"
 
-_ID_FIELDS = {"customer_id", "order_id", "im_ref"}
+_ID_FIELDS = {"customer_id", "order_id", "change_id", "im_ref"}
 FUTURE_TOLERANCE = timedelta(days=1)
 
 

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 MODIFICATION_HEADER = ("OrderId", "ActionTrackerId", "Amount", "CurrencyCode", "Reason")
 ORDER_NOT_REPORTED = "order_not_reported"
 NOTHING_TO_CHANGE = "nothing_to_change"
+DUPLICATE_CHANGE = "duplicate_change"
 
 _TRACKER, _CURRENCY, _AMOUNT, _SKU, _QUANTITY = (
     CSV_HEADER.index(c) for c in ("ActionTrackerId", "CurrencyCode", "Amount", "Sku", "Quantity"))
@@ -55,7 +56,15 @@ def reported_order(rows: list[Row], file: str, first_offset: int, reported_at: s
         quantity, amount = items.get(row[_SKU], (0, "0"))
         items[row[_SKU]] = [quantity + int(row[_QUANTITY]), str(Decimal(amount) + Decimal(row[_AMOUNT]))]
     return {"action_tracker_id": int(rows[0][_TRACKER]), "currency": rows[0][_CURRENCY], "items": items,
-            "file": file, "first_offset": first_offset, "reported_at": reported_at, "applied": {}}
+            "file": file, "first_offset": first_offset, "reported_at": reported_at, "applied": {},
+            "changes": {}}
+
+
+def duplicate_of(order: dict, change: dict, offset: int) -> int | None:
+    """Offset of an earlier record with this change's change_id. A producer that retries a send
+    writes the change again at a new offset; applying it twice would take a return off twice."""
+    seen = order.get("changes", {}).get(change["change_id"])
+    return None if seen is None or seen == offset else seen
 
 
 def remaining_items(items: dict, change: dict) -> dict:
@@ -166,13 +175,16 @@ class ModificationPipeline(Pipeline):
             return self._unmatched(entry, event, ORDER_NOT_REPORTED, "no conversion with this order id was delivered")
         done = order["applied"].get(str(entry.offset))
         if done is None:
+            if duplicate_of(order, change, entry.offset) is not None:
+                return self._unmatched(entry, event, DUPLICATE_CHANGE, "this change_id was already applied to the order")
             items = remaining_items(order["items"], change)
             done = order_amount(items)
             if done == order_amount(order["items"]):
                 return self._unmatched(entry, event, NOTHING_TO_CHANGE, "the reported amount would not change")
             # The new state is confirmed before the row's record is acked: the next change of
             # the order starts from it, and a re-read of this record finds its row in ``applied``.
-            order = {**order, "items": items, "applied": {**order["applied"], str(entry.offset): done}}
+            order = {**order, "items": items, "applied": {**order["applied"], str(entry.offset): done},
+                     "changes": {**order.get("changes", {}), change["change_id"]: entry.offset}}
             self.reported.data[order_id] = order
             entry.confirm = self.reported.send_changelog(event.message.partition, order_id, order)
         entry.row = modification_row(order_id, order, done, change["reason"])

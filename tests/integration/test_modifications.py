@@ -5,6 +5,7 @@ events, not by the product's code."""
 from __future__ import annotations
 
 import re
+import itertools
 import time
 import urllib.request
 from collections import Counter
@@ -19,6 +20,7 @@ from tests.support.harness import WorkerProcess, produce, read_csv_files, read_t
 
 pytestmark = pytest.mark.integration
 
+CHANGE_IDS = itertools.count(1)
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 BASE = ["CampaignId", "ActionTrackerId", "EventDate", "OrderId", "ClickId", "CustomerId",
         "CurrencyCode", "Amount", "Category", "Sku", "Quantity"]
@@ -37,8 +39,8 @@ def item(cid, order, sku, qty, amount, currency="EUR", **extra):
             "currency": currency, "amount": amount, "category": "Garden", "sku": sku, "quantity": qty, **extra}
 
 
-def change(cid, order, kind, reason, items=None):
-    event = {"order_id": order, "customer_id": cid, "occurred_at": NOW.isoformat(), "kind": kind, "reason": reason}
+def change(cid, order, kind, reason, items=None, change_id=None):
+    event = {"change_id": change_id or f"R-{next(CHANGE_IDS)}", "order_id": order, "customer_id": cid, "occurred_at": NOW.isoformat(), "kind": kind, "reason": reason}
     if items is not None:
         event["items"] = [{"sku": s, "quantity": q, "amount": a} for s, q, a in items]
     return cid.encode(), orjson.dumps(event)
@@ -103,7 +105,7 @@ def scenario(broker, tmp_path_factory):
     wait_until(lambda: delivered_rows(worker) >= len(items), 30, "conversion batches acked")
 
     changes = [
-        change("C1", "O1", "partial_return", "RETURNED", [("A", 1, "10.00")]),
+        change("C1", "O1", "partial_return", "RETURNED", [("A", 1, "10.00")], change_id="RET-O1-A"),
         change("C1", "O1", "partial_return", "RETURNED", [("B", 1, "10.00"), ("NOT-SOLD", 1, "3.00")]),
         change("C2", "O2", "cancellation", "ORDER_CANCELLED"),
         change("C3", "O3", "full_return", "RETURNED"),
@@ -111,10 +113,12 @@ def scenario(broker, tmp_path_factory):
         change("C4", "O4", "partial_return", "RETURNED", [("F", 2, "35.00")]),
         change("C1", "O9", "cancellation", "ORDER_CANCELLED"),  # never reported
         change("C4", "O4", "partial_return", "RETURNED", [("NOT-SOLD", 1, "1.00")]),  # changes nothing
-        (b"C2", orjson.dumps({"order_id": "O2", "customer_id": "C2", "occurred_at": NOW.isoformat(),
+        (b"C2", orjson.dumps({"change_id": "R-bad", "order_id": "O2", "customer_id": "C2", "occurred_at": NOW.isoformat(),
                               "kind": "partial_return", "reason": "RETURNED"})),  # items missing
-        (b"C3", orjson.dumps({"order_id": "O3", "customer_id": "C4", "occurred_at": NOW.isoformat(),
+        (b"C3", orjson.dumps({"change_id": "R-bad", "order_id": "O3", "customer_id": "C4", "occurred_at": NOW.isoformat(),
                               "kind": "cancellation", "reason": "X"})),  # key is not the customer
+        # the producer retried the first send: the return of A must not come off twice
+        change("C1", "O1", "partial_return", "RETURNED", [("A", 1, "10.00")], change_id="RET-O1-A"),
     ]
     metas = produce(broker.bootstrap, topics["order-changes"], changes)
     origin = [(m.topic, m.partition, m.offset) for m in metas]
@@ -126,7 +130,7 @@ def scenario(broker, tmp_path_factory):
         ["O4", "4321", "7.25", "EUR", "RETURNED"],
     ]
     mod_files = wait_for_rows(mods, len(expected), timeout=60, worker=worker)
-    unmatched = read_topic(broker.bootstrap, topics["unmatched-changes"], expect=2)
+    unmatched = read_topic(broker.bootstrap, topics["unmatched-changes"], expect=3)
     dead = read_topic(broker.bootstrap, topics["dead-letter"], expect=2)
     time.sleep(2)  # a row too many or a duplicate file would show up now
     mod_files = read_csv_files(mods)
@@ -170,19 +174,20 @@ def test_changes_of_one_order_keep_their_order(scenario):
     assert o1 == ["25.50", "15.50"]
 
 
-def test_unreported_and_no_op_changes_go_to_the_unmatched_topic_and_are_counted(scenario):
+def test_unreported_no_op_and_duplicate_changes_go_to_the_unmatched_topic_and_are_counted(scenario):
     got = {}
     for r in scenario["unmatched"]:
         h = dict(r.headers)
         got[(h["imref.source.topic"].decode(), int(h["imref.source.partition"]),
              int(h["imref.source.offset"]))] = h["imref.reason"].decode()
     origin = scenario["origin"]
-    assert got == {origin[5]: "order_not_reported", origin[6]: "nothing_to_change"}
+    assert got == {origin[5]: "order_not_reported", origin[6]: "nothing_to_change", origin[9]: "duplicate_change"}
     assert "O9" not in {r[0] for files in (scenario["mod_files"], scenario["files_after"]) for r in rows_of(files)}
     counted = scenario["counted"]
     assert counted[("imref_unmatched_changes_total", (("reason", "order_not_reported"),))] == 1
     assert counted[("imref_unmatched_changes_total", (("reason", "nothing_to_change"),))] == 1
-    assert counted[("imref_order_changes_in_total", ())] == 9
+    assert counted[("imref_unmatched_changes_total", (("reason", "duplicate_change"),))] == 1
+    assert counted[("imref_order_changes_in_total", ())] == 10
 
 
 def test_invalid_changes_go_to_the_dead_letter_topic_with_reason_and_origin(scenario):

@@ -8,13 +8,13 @@ import pytest
 from schemas.validation import InvalidEvent, validate_order_change
 from streams.config import ConfigError, parse_settings
 from streams.csvfile import conversion_row, render
-from streams.modifications import (MODIFICATION_HEADER, modification_row, order_amount, remaining_items,
-                                   reported_order)
+from streams.modifications import (MODIFICATION_HEADER, duplicate_of, modification_row, order_amount,
+                                   remaining_items, reported_order)
 
 SCHEMAS = Path(__file__).parents[2] / "schemas"
 BASE = {"impact": {"campaign_id": 1000, "action_tracker_id": 4321},
         "connections": [{"name": "outbox", "method": "fsspec", "url": "/tmp/imref-outbox"}]}
-CHANGE = {"order_id": "O1", "customer_id": "C1", "occurred_at": "2026-11-20T10:00:00+01:00",
+CHANGE = {"change_id": "R1", "order_id": "O1", "customer_id": "C1", "occurred_at": "2026-11-20T10:00:00+01:00",
           "kind": "partial_return", "reason": "RETURNED", "items": [{"sku": "A", "quantity": 1, "amount": "10.00"}]}
 AT = datetime(2026, 11, 20, 9, tzinfo=timezone.utc)
 
@@ -41,6 +41,9 @@ def test_valid_changes_pass():
     ({"reason": ""}, b"C1", "schema_violation"),
     ({"occurred_at": "2026-11-20T10:00:00"}, b"C1", "schema_violation"),
     ({"order_id": "O" * 65}, b"C1", "id_too_long"),
+    ({"change_id": None}, b"C1", "schema_violation"),  # without it a producer retry cannot be told apart
+    ({"change_id": ""}, b"C1", "schema_violation"),
+    ({"change_id": "R" * 65}, b"C1", "id_too_long"),
     ({"customer_id": "jane@example.com"}, b"jane@example.com", "personal_data_in_customer_id"),
     ({"customer_id": "+44 20 7946 0958"}, b"+44 20 7946 0958", "personal_data_in_customer_id"),
     ({}, b"C2", "key_mismatch"),
@@ -77,7 +80,14 @@ def test_reported_order_keeps_tracker_currency_and_items_merged_by_sku():
     order = reported(item("A", 2, "20.00"), item("B", 1, "10.00"), item("A", 1, "5.5"))
     assert order["action_tracker_id"] == 4321 and order["currency"] == "EUR"
     assert order["items"] == {"A": [3, "25.50"], "B": [1, "10.00"]}
-    assert order["first_offset"] == 7 and order["applied"] == {}
+    assert order["first_offset"] == 7 and order["applied"] == {} and order["changes"] == {}
+
+
+def test_a_change_id_seen_at_another_offset_is_a_duplicate_but_a_re_read_is_not():
+    order = {**reported(item("A", 1, "20.00")), "changes": {"R1": 12}}
+    assert duplicate_of(order, CHANGE, 12) is None  # the same record read again after a restart
+    assert duplicate_of(order, CHANGE, 15) == 12  # the producer sent it twice
+    assert duplicate_of(order, {**CHANGE, "change_id": "R2"}, 15) is None
 
 
 def test_partial_return_takes_the_returned_items_off():
