@@ -4,3 +4,6 @@ import os
 
 if os.environ.get("IMREF_TEST_TANSU_COMPAT"):
     import tansu_compat  # noqa: F401  corrects changelog high-waters (table recovery)
+
+if os.environ.get("IMREF_TEST_HOOKS"):
+    import imref_test_hooks  # noqa: F401  SIGUSR1 rebalance, held uploads
