@@ -7,11 +7,11 @@ import ssl
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.web.drivers import aiohttp as faust_web
-from faust.types import TP
 
 from connectors import build_connection
 
 from . import collector, modifications, reports, web
+from .commitgate import GatedConsumer, Ledger
 from .metrics import Metrics
 from .config import Settings
 from .pipeline import Pipeline
@@ -32,23 +32,8 @@ def _broker_credentials(k) -> faust.auth.Credentials | None:
                                  mechanism=k.sasl_mechanism)
 
 
-class _BatchAwareConsumer(faust_aiokafka.Consumer):
-    """Never commits past the oldest record still held in an undelivered batch.
-
-    Acking only after upload is not enough on its own: Faust also marks offsets it believes
-    were skipped ("gaps", meant for transaction markers) as acked, and a consumer that is
-    repositioned during recovery can make it see such gaps over records we still hold."""
-
-    def _new_offset(self, tp: TP):
-        offset = super()._new_offset(tp)
-        limit = self.app.pipeline.commit_limit(tp)
-        if limit is None and self.app.modifications is not None:
-            limit = self.app.modifications.commit_limit(tp)
-        return offset if offset is None or limit is None else min(offset, limit)
-
-
 class _Transport(faust_aiokafka.Transport):
-    Consumer = _BatchAwareConsumer
+    Consumer = GatedConsumer
 
 
 class _Web(faust_web.Web):
@@ -56,6 +41,8 @@ class _Web(faust_web.Web):
 
 
 class ImrefApp(faust.App):
+    ledger: Ledger  # read by the consumer when Faust creates it at start-up
+    metrics: Metrics
     pipeline: Pipeline
     modifications: Pipeline | None = None  # only with an action_modifications connection
 
@@ -126,13 +113,11 @@ def create_app(settings: Settings) -> ImrefApp:
 
     connections = [build_connection(c) for c in settings.connections
                    if c.direction == "into_impact" and c.data_type == "conversions"]
-    metrics = Metrics([c.name for c in connections])
-    pipeline = app.pipeline = Pipeline(settings, clicks_table=clicks_table, cuts_table=cuts_table,
+    metrics = app.metrics = Metrics([c.name for c in connections])
+    ledger = app.ledger = Ledger({t.order_items}, count=metrics.inc)
+    pipeline = app.pipeline = Pipeline(settings, ledger=ledger, clicks_table=clicks_table, cuts_table=cuts_table,
                                        dead_letter=dead_letter, unattributed=unattributed,
                                        connections=connections, metrics=metrics)
-    items_tp = {items_topic.get_topic_name()}
-    pipeline.items_topic = t.order_items
-    pipeline.committed_offset = lambda p: app.consumer._committed_offset.get(TP(t.order_items, p))
 
     @app.agent(clicks_topic, name="clicks")
     async def clicks(stream):
@@ -141,8 +126,8 @@ def create_app(settings: Settings) -> ImrefApp:
 
     @app.agent(items_topic, name="order-items")
     async def order_items(stream):
-        stream = pipeline.ack_stream = stream.noack()  # acked by the delivery lanes, after upload
-        async for event in stream.events():
+        # Never acked to Faust: the commit gate commits what the delivery lanes confirmed.
+        async for event in stream.noack().events():
             sealed = pipeline.on_item(event)
             if sealed:
                 await pipeline.submit(sealed)
@@ -153,12 +138,12 @@ def create_app(settings: Settings) -> ImrefApp:
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender, revoked, **kwargs):
-        pipeline.forget({tp.partition for tp in revoked if tp.topic in items_tp})
+        pipeline.forget({tp.partition for tp in revoked if tp.topic == t.order_items})
 
     if settings.web.enabled:
         web.install(app, metrics)
     collector.install(app, settings)
     reports.install(app, settings)
-    app.modifications = modifications.install(app, settings, pipeline=pipeline, dead_letter=dead_letter,
-                                              metrics=metrics)
+    app.modifications = modifications.install(app, settings, pipeline=pipeline, ledger=ledger,
+                                              dead_letter=dead_letter, metrics=metrics)
     return app

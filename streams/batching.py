@@ -49,6 +49,7 @@ class Batch:
     pending: int = 0
     potential_rows: int = 0
     resolved_event: Any = None  # set by the pipeline when the batch is sealed
+    source: Any = None  # the commit gate's ledger of the partition's assignment it was read in
     delivered: bool = False  # already delivered whole before a restart: ack, never upload
 
     def append(self, entry: Entry) -> None:
@@ -77,18 +78,14 @@ class Batch:
 
 
 class PartitionBatcher:
-    def __init__(self, partition: int, max_rows: int, recorded: list[tuple[int, int]] = ()):
+    def __init__(self, partition: int, max_rows: int, recorded: list[tuple[int, int]] = (), source: Any = None):
         self.partition = partition
+        self.source = source
         self.max_rows = max_rows
         self.recorded = sorted(tuple(r) for r in recorded)
         self.open: Batch | None = None
         self.next_offset = -1
         self.delivered_through = -1
-
-    def is_redelivery(self, offset: int) -> bool:
-        """The consumer was repositioned behind what this batcher already holds. Those records
-        are in a batch already and are acked with it; the copies are dropped, never acked."""
-        return offset < self.next_offset
 
     def was_delivered(self, offset: int) -> bool:
         """The partition resumed inside a recorded batch, past its first record. A batch is only
@@ -143,7 +140,7 @@ class PartitionBatcher:
 
     def _append(self, entry: Entry, now: float, first: int | None = None) -> None:
         if self.open is None:
-            self.open = Batch(self.partition, entry.offset if first is None else first, now)
+            self.open = Batch(self.partition, entry.offset if first is None else first, now, source=self.source)
         self.open.append(entry)
 
     def _cut_before_order_of(self, entry: Entry, now: float) -> Batch:

@@ -38,8 +38,13 @@ class Metrics:
                                     registry=r)
         self.dead_letter = Counter("imref_dead_letter", "Events sent to the dead-letter topic.", ["reason"],
                                    registry=r)
-        self.redelivered = Counter("imref_redelivered", "Records seen again after a restart and dropped.",
+        self.redelivered = Counter("imref_redelivered", "Records read again (after a restart, a rebalance or a seek) while "
+                                   "already held or delivered, and dropped.",
                                    registry=r)
+        self.offset_jumps = Counter(
+            "imref_offset_jumps", "Offsets of an order topic found missing from the log and skipped; "
+            "kind=resume_beyond_committed when the partition resumed past its committed offset.",
+            ["topic", "kind"], registry=r)
         self.files = Counter("imref_files_delivered", "Files confirmed by a connection.", ["connection"], registry=r)
         self.rows = Counter("imref_rows_delivered", "Rows in files confirmed by a connection.", ["connection"],
                             registry=r)
@@ -68,6 +73,8 @@ class Metrics:
             self.joined.inc()
         elif what == "redelivered":
             self.redelivered.inc()
+        elif what in ("offset_gap", "resume_beyond_committed"):
+            self.offset_jumps.labels(label, what).inc()
         elif what in self.counts:
             (self.dead_letter if what == "dead_letter" else self.unattributed).labels(label).inc()
             self.counts[what][label] = self.counts[what].get(label, 0) + 1

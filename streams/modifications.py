@@ -24,7 +24,6 @@ from decimal import ROUND_HALF_UP, Decimal
 from time import monotonic
 
 from faust.streams import _current_event
-from faust.types import TP
 from prometheus_client import Counter
 
 from connectors import build_connection
@@ -108,14 +107,13 @@ def _processing(event):
 
 # -- the stream ---------------------------------------------------------------------------------
 class ModificationPipeline(Pipeline):
-    def __init__(self, settings: Settings, *, reported_table, cuts_table, dead_letter, unmatched, connections,
-                 metrics=None):
+    def __init__(self, settings: Settings, *, ledger, reported_table, cuts_table, dead_letter, unmatched,
+                 connections, metrics=None):
         titled = settings.model_copy(update={"batch": settings.batch.model_copy(
             update={"file_title": settings.modifications.file_title})})
-        super().__init__(titled, clicks_table=None, cuts_table=cuts_table, dead_letter=dead_letter,
+        super().__init__(titled, ledger=ledger, clicks_table=None, cuts_table=cuts_table, dead_letter=dead_letter,
                          unattributed=unmatched, connections=connections, metrics=metrics)
         self.header = MODIFICATION_HEADER
-        self.items_topic = settings.topics.order_changes
         self.reported = reported_table
         self.conversion_title = settings.batch.file_title
         self.changes_in = self.unmatched_count = None
@@ -152,8 +150,8 @@ class ModificationPipeline(Pipeline):
 
     def on_change(self, event) -> list[Batch]:
         msg = event.message
-        batcher = self._batcher(msg.partition, msg.offset)
-        if batcher.is_redelivery(msg.offset):
+        batcher = self._admit(msg)
+        if batcher is None:
             return []
         entry = Entry(msg.offset, int(msg.timestamp * 1000), handle=event)
         if not batcher.was_delivered(msg.offset):
@@ -197,7 +195,7 @@ class ModificationPipeline(Pipeline):
                  event.message.offset, reason)
 
 
-def install(app, settings: Settings, *, pipeline: Pipeline, dead_letter, metrics) -> ModificationPipeline | None:
+def install(app, settings: Settings, *, pipeline: Pipeline, ledger, dead_letter, metrics) -> ModificationPipeline | None:
     """Wire the order-changes agent, only when a connection carries action modifications."""
     from .app import RAW  # app imports this module; by now it is loaded
 
@@ -212,15 +210,15 @@ def install(app, settings: Settings, *, pipeline: Pipeline, dead_letter, metrics
     # both see the same partition, since changes and order items share key and partition count.
     reported = app.Table("reported-orders", partitions=t.partitions, key_type=str)
     cuts = app.Table("modification-cuts", partitions=t.partitions, key_type=str, store="memory://modification-cuts")
-    mods = ModificationPipeline(settings, reported_table=reported, cuts_table=cuts, dead_letter=dead_letter,
+    ledger.topics.add(t.order_changes)
+    mods = ModificationPipeline(settings, ledger=ledger, reported_table=reported, cuts_table=cuts, dead_letter=dead_letter,
                                 unmatched=unmatched, connections=connections, metrics=metrics)
-    mods.committed_offset = lambda p: app.consumer._committed_offset.get(TP(t.order_changes, p))
     pipeline.delivered_hooks.append(mods.record_reported)
 
     @app.agent(changes_topic, name="order-changes")
     async def order_changes(stream):
-        mods.ack_stream = stream.noack()  # acked by the delivery lanes, after upload
-        async for event in mods.ack_stream.events():
+        # Never acked to Faust: the commit gate commits what the delivery lanes confirmed.
+        async for event in stream.noack().events():
             await mods.submit(mods.on_change(event))
 
     app.timer(interval=0.5)(mods.tick)

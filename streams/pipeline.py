@@ -16,6 +16,7 @@ from schemas.validation import InvalidEvent, check_event_age, event_time, valida
 
 from .attribution import attribute, remember
 from .batching import Batch, Entry, PartitionBatcher, resolve
+from .commitgate import Ledger
 from .config import Settings
 from .csvfile import conversion_row, render
 from .delivery import Job, PartitionLanes, RetryPolicy
@@ -47,9 +48,10 @@ def parse_item(raw: bytes, key: bytes | None, max_age_days: int, now: datetime |
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, *, clicks_table, cuts_table, dead_letter, unattributed,
+    def __init__(self, settings: Settings, *, ledger: Ledger, clicks_table, cuts_table, dead_letter, unattributed,
                  connections, metrics=None):
         self.s = settings
+        self.ledger = ledger
         self.clicks = clicks_table
         self.cuts = cuts_table
         self.dead_letter = dead_letter
@@ -58,9 +60,6 @@ class Pipeline:
         self.metrics = metrics
         self.window_s = settings.attribution.window_days * 86400
         self.grace_s = settings.attribution.grace_s
-        self.ack_stream = None  # set by the order-items agent
-        self.items_topic = settings.topics.order_items
-        self.committed_offset = lambda partition: None  # set by the app: Faust's committed offset
         self._batchers: dict[int, PartitionBatcher] = {}
         self._lanes: dict[int, PartitionLanes] = {}
         self._waiting: dict[tuple[int, str], list] = {}
@@ -89,10 +88,8 @@ class Pipeline:
     # -- order items ----------------------------------------------------------------------
     def on_item(self, event) -> list[Batch]:
         msg = event.message
-        batcher = self._batcher(msg.partition, msg.offset)
-        if batcher.is_redelivery(msg.offset):
-            self._count("redelivered")
-            log.debug("partition %d: offset %d delivered again; kept the first copy", msg.partition, msg.offset)
+        batcher = self._admit(msg)
+        if batcher is None:
             return []
         entry = Entry(msg.offset, int(msg.timestamp * 1000), handle=event)
         if batcher.was_delivered(msg.offset):
@@ -150,11 +147,17 @@ class Pipeline:
             self._resolved(resolve(entry, None, fut))
 
     # -- batches --------------------------------------------------------------------------
-    def _batcher(self, partition: int, offset: int) -> PartitionBatcher:
+    def _admit(self, msg) -> PartitionBatcher | None:
+        """The batcher for the record's partition, or None when the commit gate drops the record
+        (held or delivered already, stale, or past offsets being read again)."""
+        source = self.ledger.admit(msg.tp, msg.offset)
+        if source is None:
+            return None
+        partition, offset = msg.partition, msg.offset
         batcher = self._batchers.get(partition)
-        if batcher is None:
+        if batcher is None or batcher.source is not source:
             recorded = [tuple(c) for c in self.cuts.get(str(partition)) or () if c[1] >= offset]
-            batcher = self._batchers[partition] = PartitionBatcher(partition, self.s.batch.max_rows, recorded)
+            batcher = self._batchers[partition] = PartitionBatcher(partition, self.s.batch.max_rows, recorded, source)
             if recorded:
                 log.info("partition %d: replaying %d recorded cut(s) from offset %d", partition, len(recorded), offset)
         return batcher
@@ -192,19 +195,6 @@ class Pipeline:
         except asyncio.TimeoutError:
             log.warning("stop bound of %.0fs reached; undelivered batches will be re-read after restart", timeout)
 
-    def commit_limit(self, tp) -> int | None:
-        """The lowest offset still held in a batch of this partition: commits stay below it."""
-        if tp.topic != self.items_topic:
-            return None
-        held = []
-        lane = self._lanes.get(tp.partition)
-        if lane is not None and lane.oldest_held() is not None:
-            held.append(lane.oldest_held())
-        batcher = self._batchers.get(tp.partition)
-        if batcher is not None and batcher.open is not None:
-            held.append(batcher.open.first)
-        return min(held) if held else None
-
     def forget(self, partitions: set[int]) -> None:
         """Partitions revoked: their un-acked records go to the new owner, which re-forms them."""
         for p in partitions:
@@ -224,9 +214,9 @@ class Pipeline:
 
     def _record_cut(self, batch: Batch):
         """Written, and confirmed in ``_prepare``, before any upload: a restart replays the cut."""
-        committed = self.committed_offset(batch.partition)
+        committed = batch.source.committed
         key = str(batch.partition)
-        cuts = [c for c in self.cuts.get(key) or () if committed is None or c[1] >= committed]
+        cuts = [c for c in self.cuts.get(key) or () if c[1] >= committed]
         cuts.append([batch.first, batch.last])
         self.cuts.data[key] = cuts
         return self.cuts.send_changelog(batch.partition, key, cuts)
@@ -245,10 +235,13 @@ class Pipeline:
         rows = sum(e.row is not None for e in batch.entries)
         for hook in self.delivered_hooks:
             await hook(batch)
-        for entry in batch.entries:
-            await self.ack_stream.ack(entry.handle)
-        log.info("partition %d offsets %d-%d %s: %d rows", batch.partition, batch.first, batch.last,
-                 "were delivered before the restart" if batch.delivered else "delivered", rows)
+        if self.ledger.delivered(batch.source, batch.first, batch.last):
+            log.info("partition %d offsets %d-%d %s: %d rows", batch.partition, batch.first, batch.last,
+                     "were delivered before the restart" if batch.delivered else "delivered", rows)
+        else:
+            log.info("partition %d offsets %d-%d delivered after the partition was revoked: %d rows; "
+                     "not committed here, the next owner reads them again", batch.partition, batch.first,
+                     batch.last, rows)
 
     def _resolved(self, batch: Batch | None) -> None:
         if batch is not None and batch.resolved_event is not None:

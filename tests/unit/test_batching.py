@@ -87,13 +87,6 @@ def test_file_name_is_deterministic_and_from_the_source():
     assert batch.file_name("acme") == "acme_20231114_p007_000000000041-000000000041.csv"
 
 
-def test_records_delivered_again_after_a_reposition_are_recognised():
-    b = PartitionBatcher(0, max_rows=100)
-    feed(b, [(5, "A", "row"), (6, "B", "row")])
-    assert b.is_redelivery(5) and b.is_redelivery(6) and not b.is_redelivery(7)
-    assert not PartitionBatcher(0, max_rows=100).is_redelivery(0)
-
-
 def test_resuming_inside_a_recorded_batch_acks_its_rest_without_a_file():
     # Committed offset 53 lies inside recorded batch 50-57: that batch was delivered whole.
     b = PartitionBatcher(3, max_rows=100, recorded=[(50, 57), (58, 60)])
