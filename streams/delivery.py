@@ -82,6 +82,7 @@ class PartitionLanes:
         self._queues = {c.name: asyncio.Queue() for c in connections}
         self._tasks = [asyncio.ensure_future(self._run(c, self._queues[c.name])) for c in connections]
         self._unfinished: list[Job] = []
+        self._cancelled = False
 
     async def submit(self, job: Job) -> None:
         self._unfinished.append(job)  # held from now on, before any wait (see oldest_held)
@@ -89,6 +90,8 @@ class PartitionLanes:
             for name in self._queues:
                 self.metrics.file_held(name, job.name)
         await self._slots.acquire()
+        if self._cancelled:  # the partition was revoked while this job waited for a slot
+            return
         job.remaining = len(self._queues)
         asyncio.ensure_future(job.payload())  # start recording the cut and rendering now
         for queue in self._queues.values():
@@ -102,6 +105,11 @@ class PartitionLanes:
             await asyncio.sleep(0.05)
 
     def cancel(self) -> None:
+        """The partition was revoked: stop uploading, and free whoever waits for a slot (the
+        agent, which must go on with the other partitions)."""
+        self._cancelled = True
+        for _ in self._unfinished:
+            self._slots.release()
         for task in self._tasks:
             task.cancel()
         for job in self._unfinished:

@@ -1,6 +1,6 @@
 """The chaos suite at full size; prints the result table for the README.
 
-    python -m tests.chaos.run [--kills 50] [--cycles 4] [--stops 5] [--poison-items 20000] [--outages 12]
+    python -m tests.chaos.run [--kills 50] [--cycles 4] [--regains 20] [--stops 5] [--poison-items 20000] [--outages 12]
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--kills", type=int, default=50)
     p.add_argument("--cycles", type=int, default=4)
+    p.add_argument("--regains", type=int, default=20)
     p.add_argument("--stops", type=int, default=5)
     p.add_argument("--poison-items", type=int, default=20_000)
     p.add_argument("--outages", type=int, default=12)
@@ -29,6 +30,7 @@ def main() -> None:
         tmp = Path(d)
         for run in (lambda: scenarios.kill_sweep(broker, tmp, args.kills),
                     lambda: scenarios.rebalance(broker, tmp, args.cycles),
+                    lambda: scenarios.regain_mid_upload(broker, tmp, args.regains),
                     lambda: scenarios.destination_faults(broker, tmp, args.outages),
                     lambda: scenarios.graceful_stop(broker, tmp, args.stops),
                     lambda: scenarios.poison(broker, tmp, args.poison_items),

@@ -6,6 +6,7 @@ distinct files. A file written again under the same name counts once (it overwro
 from __future__ import annotations
 
 import random
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -187,6 +188,68 @@ def rebalance(broker, tmp: Path, cycles: int) -> Result:
     wait_delivered(out, traffic.expected, 120)
     first.stop()
     return Result("second worker joins and leaves under load", cycles, len(traffic.expected),
+                  *verify(out, traffic.expected))
+
+
+class Hooks:
+    """The test hooks of a worker (tests/support/imref_test_hooks.py): held uploads, a forced
+    rebalance, and the marker files that say when each step happened."""
+
+    def __init__(self, gate: Path):
+        gate.mkdir(parents=True, exist_ok=True)
+        self.gate = gate
+
+    def env(self, seek_delay_s: float = 0) -> dict:
+        return {"IMREF_TEST_HOOKS": "1", "IMREF_TEST_HOLD": str(self.gate),
+                "IMREF_TEST_SEEK_DELAY_S": str(seek_delay_s)}
+
+    def count(self, mark: str) -> int:
+        return len(list(self.gate.glob(f"{mark}-*")))
+
+    def hold(self) -> None:
+        (self.gate / "hold").touch()
+
+    def release(self) -> None:
+        (self.gate / "hold").unlink(missing_ok=True)
+
+    def wait(self, mark: str, count: int, worker: WorkerProcess, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while self.count(mark) < count:
+            assert worker.proc.poll() is None, f"worker exited:\n{worker.log_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"no {mark}-{count} in {timeout}s:\n{worker.log_text()[-3000:]}"
+            time.sleep(0.02)
+
+    def regain_mid_upload(self, worker: WorkerProcess, while_revoked=lambda: None) -> None:
+        """One upload held; the worker loses and regains its partitions; the upload completes in
+        between (after the revoke, before the re-assignment)."""
+        held, revoked, seeked = self.count("held"), self.count("revoked"), self.count("seeked")
+        self.hold()
+        try:
+            self.wait("held", held + 1, worker)
+            worker.proc.send_signal(signal.SIGHUP)
+            self.wait("revoked", revoked + 1, worker)
+            while_revoked()
+        finally:
+            self.release()
+        self.wait("seeked", seeked + 1, worker)
+
+
+def regain_mid_upload(broker, tmp: Path, cycles: int) -> Result:
+    """The same worker loses and regains its partitions while uploads are in flight."""
+    app_id, out, cfg = _setup(broker, tmp, "regain")
+    hooks = Hooks(tmp / "regain-gate")
+    worker = WorkerProcess(cfg, tmp / "regain.log", env=hooks.env(seek_delay_s=0.5)).start()
+    worker.wait_ready()
+    traffic = Traffic(broker.bootstrap, app_id).clicks_consumed_by(app_id).start()
+    try:
+        for _ in range(cycles):
+            hooks.regain_mid_upload(worker)
+    finally:
+        traffic.stop()
+        hooks.release()
+    wait_delivered(out, traffic.expected, 120)
+    assert worker.stop() == 0
+    return Result("the same worker loses and regains its partitions mid-upload", cycles, len(traffic.expected),
                   *verify(out, traffic.expected))
 
 

@@ -20,7 +20,11 @@ def test_kill_9_at_every_injected_point(broker, tmp_path):
 
 
 def test_rebalance_under_load(broker, tmp_path):
-    check(scenarios.rebalance(broker, tmp_path, cycles=1))
+    check(scenarios.rebalance(broker, tmp_path, cycles=3))
+
+
+def test_the_same_worker_regains_its_partitions_mid_upload(broker, tmp_path):
+    check(scenarios.regain_mid_upload(broker, tmp_path, cycles=3))
 
 
 def test_sigterm_flushes_open_batches_and_commits_within_the_bound(broker, tmp_path):

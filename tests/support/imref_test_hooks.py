@@ -5,12 +5,18 @@ Loaded by ``sitecustomize`` when ``IMREF_TEST_HOOKS`` is set:
 - ``SIGHUP`` (mode's worker owns USR1 and USR2): the worker's consumer asks its group to rebalance, the code path a member
   joining or leaving takes. Faust rebalances eagerly, so a lone worker revokes all its
   partitions and gets them back: "the same worker loses and regains its partitions".
-- ``IMREF_TEST_HOLD=<dir>``: an upload that reaches the fault point ``mid_upload`` (fsspec: the
-  temporary file written, not yet renamed) marks itself as ``<dir>/held-<n>`` and waits, in its
-  upload thread, until ``<dir>/release`` exists. The event loop, heartbeats included, goes on.
+- ``IMREF_TEST_HOLD=<dir>``: while ``<dir>/hold`` exists, an upload that reaches the fault point
+  ``mid_upload`` (fsspec: the temporary file written, not yet renamed) marks itself as
+  ``<dir>/held-<n>`` and waits in its upload thread; the event loop, heartbeats included, goes on.
+  The consumer marks ``<dir>/revoked-<n>`` when it revokes partitions and ``<dir>/seeked-<n>``
+  when Faust's seek to the committed offsets (after an assignment) is done.
+- ``IMREF_TEST_SEEK_DELAY_S=<s>``: Faust resumes the flow of records before it seeks the stream
+  partitions to their committed offsets; the delay makes records arrive in between every time
+  instead of by chance.
 """
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import signal
@@ -18,6 +24,8 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+from faust.transport.consumer import Consumer
 
 import streams.app
 from streams import faults
@@ -45,16 +53,41 @@ signal.signal(signal.SIGHUP, _rejoin)
 _hold = os.environ.get("IMREF_TEST_HOLD")
 if _hold:
     _gate = Path(_hold)
-    _count = itertools.count(1)
+    _counts = {name: itertools.count(1) for name in ("held", "revoked", "seeked")}
     _lock = threading.Lock()
     _point = faults.point
+    _revoke, _seek = Consumer.on_partitions_revoked, Consumer.perform_seek
+
+    def _mark(name: str) -> None:
+        with _lock:
+            (_gate / f"{name}-{next(_counts[name])}").touch()
 
     def _held_point(name: str) -> None:
-        if name == "mid_upload":
-            with _lock:
-                (_gate / f"held-{next(_count)}").touch()
-            while not (_gate / "release").exists():
+        if name == "mid_upload" and (_gate / "hold").exists():
+            _mark("held")
+            while (_gate / "hold").exists():
                 time.sleep(0.02)
         _point(name)
 
+    async def _marked_revoke(self, revoked) -> None:
+        await _revoke(self, revoked)
+        if revoked:
+            _mark("revoked")
+
+    async def _marked_seek(self) -> None:
+        await _seek(self)
+        _mark("seeked")
+
     faults.point = _held_point
+    Consumer.on_partitions_revoked = _marked_revoke
+    Consumer.perform_seek = _marked_seek
+
+_seek_delay = float(os.environ.get("IMREF_TEST_SEEK_DELAY_S", 0))
+if _seek_delay:
+    _perform_seek = Consumer.perform_seek
+
+    async def _late_seek(self) -> None:
+        await asyncio.sleep(_seek_delay)
+        await _perform_seek(self)
+
+    Consumer.perform_seek = _late_seek

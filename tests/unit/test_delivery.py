@@ -84,3 +84,20 @@ def test_backoff_is_bounded_and_jittered():
     policy = RetryPolicy(first_delay_s=1, max_delay_s=8)
     delays = [policy.delay(n) for n in range(12) for _ in range(20)]
     assert all(0 <= d <= 8 for d in delays) and len(set(delays)) > 100
+
+
+def test_a_revoke_frees_the_agent_waiting_for_a_slot_and_delivers_nothing_more():
+    async def scenario():
+        down, delivered = Flaky("ftp", failures=10**9), []
+        lanes = PartitionLanes(0, [down], FAST, max_in_flight=2)
+        for i in range(2):
+            await lanes.submit(make_job(f"{i}.csv", i * 10, delivered))
+        waiting = asyncio.ensure_future(lanes.submit(make_job("2.csv", 20, delivered)))
+        await asyncio.sleep(0.05)
+        blocked = not waiting.done()
+        lanes.cancel()
+        await asyncio.wait_for(waiting, 1)  # before the fix: waits forever on a dead lane
+        return blocked, delivered
+
+    blocked, delivered = run(scenario())
+    assert blocked and delivered == []
