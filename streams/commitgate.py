@@ -3,21 +3,26 @@
 Records of a gated topic (order items, order changes) are acked only once the file holding them
 is confirmed by every connection. Faust's own bookkeeping cannot carry that guarantee: it marks
 offsets it never handed out as acked (gaps, events in flight when an agent stops), it drops
-records below a read offset that a stale fetch can move past a seek, and an ack arriving after a
-revoke lands in bookkeeping the revoke had just cleared. So for these topics:
+records below a read offset that a stale fetch can move past a seek, it resumes the flow of
+records before it seeks a re-assigned partition to its committed offset (so records from the
+position of the previous assignment arrive first), and an ack arriving after a revoke lands in
+bookkeeping the revoke had just cleared. So for these topics:
 
-- ``Ledger`` admits records strictly in offset order from the committed offset the partition was
-  assigned at, and commits only up to the end of what was delivered contiguously. A record past
-  the next expected offset is never taken: the partition is sought back, and the jump is only
-  accepted when the re-read from that offset starts at the same record (the offsets between do
-  not exist: transaction markers, retention). Delivery reported against an earlier assignment
-  (the partition was revoked meanwhile) is ignored: the next owner re-reads those records.
-- ``GatedConsumer`` is the one adapter to Faust: it hands the ledger the assignments, revokes,
-  seeks and commits, and turns the ledger into the offsets Faust commits.
+- Every seek of a gated partition starts a new *position epoch*, and every record carries the
+  epoch of the position it was fetched from. ``Ledger`` admits only records of the partition's
+  current epoch, strictly in offset order from where the partition was positioned; a record of
+  an older epoch is dropped (the seek reads it again). Within one epoch, the fetch is sequential
+  from the seek, so an offset past the next expected one means the offsets between are not in
+  the log (transaction markers, retention): counted and logged, never guessed.
+- Commits go only up to the end of what was delivered contiguously. Delivery reported against
+  an earlier assignment (the partition was revoked meanwhile) is ignored: the next owner, maybe
+  this worker again, re-reads those records from the committed offset.
+- ``GatedConsumer`` is the one adapter to Faust: it seeks each newly assigned partition to its
+  committed offset explicitly, stamps records with their epoch, and turns the ledger into the
+  offsets Faust commits.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass, field
 from typing import Callable
@@ -34,13 +39,12 @@ class PartitionLedger:
 
     tp: TP
     resumed_from: int  # the committed offset (or the log start) at assignment
+    epoch: int  # position epoch of the records to admit
     next: int = -1  # the next offset to admit
     delivered_to: int = -1  # every offset below it is delivered, or was before the assignment
     committed: int = -1  # the last offset the broker confirmed as committed
     revoked: bool = False
-    probe: int | None = None  # offset past ``next`` that made us seek back to ``next``
-    probe_armed: bool = False  # the seek for the probe took effect
-    skipped: dict[int, int] = field(default_factory=dict)  # accepted jumps: from -> to
+    skipped: dict[int, int] = field(default_factory=dict)  # offsets found missing: from -> to
 
     def __post_init__(self) -> None:
         self.next = self.delivered_to = self.committed = self.resumed_from
@@ -66,20 +70,14 @@ class Ledger:
     def __init__(self, topics: set[str], count: Callable[[str, str], None] = lambda what, topic: None):
         self.topics = set(topics)
         self._count = count
-        # Asks the consumer to reposition the partition at ``part.next``, and to call ``armed``
-        # once that took effect; set by the consumer.
-        self.seek: Callable[[PartitionLedger], None] = lambda part: None
         self._parts: dict[TP, PartitionLedger] = {}
         self._last_delivered: dict[TP, int] = {}  # across assignments, for the resume log line
 
     def gates(self, tp: TP) -> bool:
         return tp.topic in self.topics
 
-    def assigned(self, tp: TP) -> bool:
-        return tp in self._parts
-
-    def assign(self, tp: TP, resume_from: int) -> PartitionLedger:
-        part = self._parts[tp] = PartitionLedger(tp, resume_from)
+    def assign(self, tp: TP, resume_from: int, epoch: int) -> PartitionLedger:
+        part = self._parts[tp] = PartitionLedger(tp, resume_from, epoch)
         last = self._last_delivered.get(tp)
         log.info("%s partition %d assigned: resumes from offset %d; last offset this worker delivered: %s",
                  tp.topic, tp.partition, resume_from, "none" if last is None else last)
@@ -91,39 +89,34 @@ class Ledger:
             if part is not None:
                 part.revoked = True
 
-    def admit(self, tp: TP, offset: int) -> PartitionLedger | None:
-        """The partition's ledger if the record at ``offset`` is the next one to process, else None
-        (the record is dropped: held or delivered already, stale, or past a jump being checked)."""
+    def positioned(self, tp: TP, offset: int, epoch: int) -> None:
+        """The consumer moved the partition's fetch position to ``offset``: only records fetched
+        from there on are admitted."""
         part = self._parts.get(tp)
         if part is None:
-            return None  # fetched before a revoke; whoever owns the partition reads it
+            return
+        if offset > part.next:
+            # Records between would be read by nobody: never move the ledger past them.
+            raise RuntimeError(f"{tp} sought to {offset}, past the next record to process ({part.next})")
+        part.epoch = epoch
+
+    def admit(self, tp: TP, offset: int, epoch: int) -> PartitionLedger | None:
+        """The partition's ledger if the record at ``offset``, fetched in position epoch ``epoch``,
+        is the next one to process; else None and the record is dropped (fetched before the
+        partition's last seek or assignment, or held or delivered already)."""
+        part = self._parts.get(tp)
+        if part is None or epoch != part.epoch:
+            return None
         if offset < part.next:
             self._count("redelivered", tp.topic)
             return None
         if offset > part.next:
-            if part.probe == offset and part.probe_armed:
-                self._accept_jump(part, offset)
-            else:
-                # A record fetched after the last seek took effect restarts the check from it;
-                # one fetched before (a seek is pending) proves nothing either way.
-                if part.probe is None or part.probe_armed:
-                    log.info("%s partition %d: offset %d arrived while %d was expected; reading again from %d",
-                             tp.topic, tp.partition, offset, part.next, part.next)
-                    part.probe, part.probe_armed = offset, False
-                    self.seek(part)
-                return None
-        part.probe, part.next = None, offset + 1
+            log.warning("%s partition %d: offsets %d-%d are not in the log (the read from %d starts at %d)",
+                        tp.topic, tp.partition, part.next, offset - 1, part.next, offset)
+            self._count("resume_beyond_committed" if part.next == part.resumed_from else "offset_gap", tp.topic)
+            part.skipped[part.next] = offset
+        part.next = offset + 1
         return part
-
-    def armed(self, part: PartitionLedger) -> None:
-        """The seek to ``part.next`` took effect: the next record fetched starts at ``part.next``."""
-        part.probe_armed = True
-
-    def _accept_jump(self, part: PartitionLedger, offset: int) -> None:
-        log.warning("%s partition %d: offsets %d-%d are not in the log (read again from %d, it starts at %d)",
-                    part.tp.topic, part.tp.partition, part.next, offset - 1, part.next, offset)
-        self._count("resume_beyond_committed" if part.next == part.resumed_from else "offset_gap", part.tp.topic)
-        part.skipped[part.next] = offset
 
     def delivered(self, part: PartitionLedger, first: int, last: int) -> bool:
         ok = part.delivered(first, last)
@@ -162,11 +155,27 @@ class _UngatedReadOffsets(dict):
         return None if tp.topic in self.topics else self.get(tp)
 
 
+class _UntilSeek:
+    """The records of one fetch of a gated partition, cut off as soon as the partition is sought:
+    Faust goes on handing out a fetched batch record by record across awaits."""
+
+    def __init__(self, records, epochs: dict, tp: TP):
+        self.records, self.epochs, self.tp = records, epochs, tp
+        self.epoch = epochs.get(tp, 0)
+
+    def __iter__(self):
+        for record in self.records:
+            if self.epochs.get(self.tp, 0) != self.epoch:
+                return
+            yield record
+
+
 # The Faust internals the adapter relies on: checked at start-up so that a Faust upgrade that
 # renames one stops the worker instead of silently losing the guarantee.
 _FAUST_HOOKS = ("_read_offset", "_acked", "_acked_index", "_committed_offset", "_new_offset",
-                "_filter_tps_with_pending_acks", "_commit", "perform_seek", "seek", "earliest_offsets",
-                "on_partitions_revoked", "assignment")
+                "_filter_tps_with_pending_acks", "_commit", "_seek", "_wait_next_records", "_to_message",
+                "perform_seek", "seek_to_committed", "seek", "earliest_offsets", "on_partitions_revoked",
+                "assignment")
 
 
 class GatedConsumer(faust_aiokafka.Consumer):
@@ -178,36 +187,83 @@ class GatedConsumer(faust_aiokafka.Consumer):
         if missing:
             raise RuntimeError(f"this Faust version lacks {', '.join(missing)}: the commit gate cannot hold")
         self.ledger: Ledger = self.app.ledger
-        self.ledger.seek = self._seek_back
         self._read_offset = _UngatedReadOffsets(self.ledger.topics)
+        self._epochs: dict[TP, int] = {}
+        self._seeking = 0  # seeks to the committed offsets in progress (they run in the consumer thread)
 
-    def _seek_back(self, part: PartitionLedger) -> None:
-        async def seek() -> None:
-            if self.ledger.get(part.tp) is part:
-                await self.seek(part.tp, part.next)
-                self.ledger.armed(part)
+    # -- positions ---------------------------------------------------------------------------
+    def _new_epoch(self, tp: TP) -> int:
+        epoch = self._epochs[tp] = self._epochs.get(tp, 0) + 1
+        return epoch
 
-        asyncio.ensure_future(seek())
+    async def _seek(self, tp: TP, offset: int) -> None:
+        # The epoch changes in the same step as the position: no fetch sees one without the other.
+        await super()._seek(tp, offset)
+        if self.ledger.gates(tp):
+            self.ledger.positioned(tp, offset, self._new_epoch(tp))
+
+    async def seek_to_committed(self):
+        """Faust repositions every partition at its committed offset. A gated partition already
+        in the ledger goes on from what it admitted instead: everything below is held or
+        delivered, and the fetch must start exactly there."""
+        gated = [tp for tp in self.assignment() if self.ledger.gates(tp)]
+        for tp in gated:
+            self._new_epoch(tp)  # a fetch overlapping the seek is dropped (see _wait_next_records)
+        self._seeking += 1
+        try:
+            committed = await super().seek_to_committed()
+        finally:
+            self._seeking -= 1
+        for tp in gated:
+            part = self.ledger.get(tp)
+            if part is not None:
+                await self._seek(tp, part.next)
+        return committed
+
+    async def _wait_next_records(self, timeout):
+        epochs, seeking = dict(self._epochs), self._seeking
+        records, active = await super()._wait_next_records(timeout)
+        if not records:
+            return records, active
+        gated = {}
+        for tp, batch in records.items():
+            if not self.ledger.gates(tp):
+                gated[tp] = batch
+            elif seeking or self._seeking or self._epochs.get(tp, 0) != epochs.get(tp, 0):
+                # Fetched while the partition was being sought: maybe from before the seek, maybe
+                # from after it (then the position is past records nobody processed).
+                part = self.ledger.get(tp)
+                if part is not None:
+                    await self._seek(tp, part.next)
+            else:
+                gated[tp] = _UntilSeek(batch, self._epochs, tp)
+        return gated, active
+
+    def _to_message(self, tp: TP, record):
+        message = super()._to_message(tp, record)
+        message.position_epoch = self._epochs.get(tp, 0)
+        return message
 
     async def perform_seek(self) -> None:
         """Faust seeks every partition to its committed offset after a rebalance (and when it
-        repositions a stalled fetch). Newly assigned gated partitions start their ledger there."""
+        repositions a stalled fetch). A newly assigned gated partition gets a ledger, positioned
+        explicitly at its committed offset (the log start if it has none)."""
         await super().perform_seek()
-        fresh = [tp for tp in self.assignment() if self.ledger.gates(tp) and not self.ledger.assigned(tp)]
+        fresh = [tp for tp in self.assignment() if self.ledger.gates(tp) and self.ledger.get(tp) is None]
         if not fresh:
             return
         uncommitted = [tp for tp in fresh if not self._committed_offset.get(tp)]
         start = dict(await self.earliest_offsets(*uncommitted)) if uncommitted else {}
         for tp in fresh:
             offset = self._committed_offset.get(tp) or start.get(tp) or 0
-            if tp in start:
-                await self.seek(tp, offset)  # explicit: never trust a position from before the revoke
-            self.ledger.assign(tp, offset)
+            await super()._seek(tp, offset)
+            self.ledger.assign(tp, offset, self._new_epoch(tp))
 
     async def on_partitions_revoked(self, revoked) -> None:
         self.ledger.revoke(revoked)
         await super().on_partitions_revoked(revoked)
 
+    # -- commits -----------------------------------------------------------------------------
     def _filter_tps_with_pending_acks(self, topics=None):
         tps = set(super()._filter_tps_with_pending_acks(topics))
         tps.update(tp for tp in self.ledger.partitions()

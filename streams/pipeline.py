@@ -149,8 +149,8 @@ class Pipeline:
     # -- batches --------------------------------------------------------------------------
     def _admit(self, msg) -> PartitionBatcher | None:
         """The batcher for the record's partition, or None when the commit gate drops the record
-        (held or delivered already, stale, or past offsets being read again)."""
-        source = self.ledger.admit(msg.tp, msg.offset)
+        (fetched before the partition's last seek, or held or delivered already)."""
+        source = self.ledger.admit(msg.tp, msg.offset, msg.position_epoch)
         if source is None:
             return None
         partition, offset = msg.partition, msg.offset
