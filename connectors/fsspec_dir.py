@@ -1,22 +1,49 @@
 """Pull from 3rd party: a directory impact pulls from, at any fsspec URL (local by default)."""
 from __future__ import annotations
 
+import io
 import posixpath
-from typing import Any, Literal
+import re
+import shutil
+from typing import Annotated, Any, BinaryIO, Literal
 
 import fsspec
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 
 from streams import faults
 
 from .base import Connection, ConnectionSettings
+
+CHUNK = 1024 * 1024
+# Names under which fsspec backends take credentials (s3fs key/secret, adlfs account_key, ...).
+_CREDENTIAL = re.compile(r"^key$|secret|passw|credential|account_key|sas_token|session_token|connection_string", re.I)
+
+
+def _no_credentials(options: dict[str, Any], where: str = "") -> dict[str, Any]:
+    # The config is a ConfigMap: credentials come from the backend's own environment or files
+    # (AWS_*, GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_*, a workload identity), never from here.
+    for name, value in options.items():
+        if _CREDENTIAL.search(str(name)):
+            raise ValueError(f"{where}{name}: a credential; give it to the backend through its environment")
+        if isinstance(value, dict):
+            _no_credentials(value, f"{where}{name}.")
+    return options
+
+
+StorageOptions = Annotated[dict[str, Any], AfterValidator(_no_credentials)]
+
+
+def storage_options_field(description: str):
+    return Field(default_factory=dict, description=description + " Non-secret fsspec options, e.g. "
+                 "`{endpoint_url: ..., client_kwargs: {region_name: ...}}`; credentials come from the backend's "
+                 "environment.")
 
 
 class FsspecSettings(ConnectionSettings):
     method: Literal["fsspec"] = Field(description="Write into a directory impact pulls from.")
     methodology: Literal["pull_from_3rd_party"] = "pull_from_3rd_party"
     url: str = Field(description="Directory URL, e.g. file:///var/impact/outbox or s3://bucket/impact/")
-    storage_options: dict[str, Any] = Field(default_factory=dict, description="Non-secret fsspec options.")
+    storage_options: StorageOptions = storage_options_field("For `url`.")
 
     @field_validator("url")
     @classmethod
@@ -25,7 +52,10 @@ class FsspecSettings(ConnectionSettings):
         if protocol in ("sftp", "ssh"):
             # fsspec's SFTP backend trusts any host key (AutoAddPolicy): use method sftp instead.
             raise ValueError("sftp:// is not allowed here; use a connection with method: sftp")
-        fsspec.get_filesystem_class(protocol)
+        try:
+            fsspec.get_filesystem_class(protocol)
+        except ImportError as exc:  # the backend's package is not installed: say which one
+            raise ValueError(f"{protocol}:// needs a package this installation lacks: {exc}") from None
         return url
 
 
@@ -38,9 +68,14 @@ class FsspecConnection(Connection):
         self.fs.makedirs(self.root, exist_ok=True)
 
     def put(self, name: str, data: bytes) -> None:
+        self.put_stream(name, io.BytesIO(data))
+
+    def put_stream(self, name: str, source: BinaryIO) -> None:
+        """Copy ``source`` in chunks: a file of any size needs one chunk of memory."""
         # A reader polling the directory must never see a partial file under its final name.
         final = posixpath.join(self.root, name)
         temp = posixpath.join(self.root, f".{name}.part")
-        self.fs.pipe_file(temp, data)
+        with self.fs.open(temp, "wb") as target:
+            shutil.copyfileobj(source, target, CHUNK)
         faults.point("mid_upload")
         self.fs.mv(temp, final)

@@ -17,7 +17,7 @@ from pydantic import Field, model_validator
 
 from .base import Connection, ConnectionSettings, step
 from .credentials import SecretRef
-from .fsspec_dir import FsspecSettings
+from .fsspec_dir import FsspecSettings, StorageOptions, storage_options_field
 
 _KEY_TYPES = (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey)
 
@@ -37,6 +37,7 @@ class SftpSettings(ConnectionSettings):
     poll_interval_s: float = Field(60.0, gt=0, description="pull_from_impact: how often the directory is listed.")
     target_topic: str | None = Field(None, description="pull_from_impact: publish each row to this Kafka topic …")
     target_url: str | None = Field(None, description="… or store each file in this fsspec directory URL.")
+    storage_options: StorageOptions = storage_options_field("pull_from_impact: for `target_url`.")
 
     @model_validator(mode="after")
     def _credentials(self) -> "SftpSettings":
@@ -48,7 +49,7 @@ class SftpSettings(ConnectionSettings):
 
     @model_validator(mode="after")
     def _pull_fields(self) -> "SftpSettings":
-        pull_keys = ("file_pattern", "poll_interval_s", "target_topic", "target_url")
+        pull_keys = ("file_pattern", "poll_interval_s", "target_topic", "target_url", "storage_options")
         if self.methodology != "pull_from_impact":
             wrong = [k for k in pull_keys if k in self.model_fields_set]
             if wrong:
@@ -62,6 +63,8 @@ class SftpSettings(ConnectionSettings):
             raise ValueError("file_pattern: a file name pattern; the folder goes into directory")
         if (self.target_topic is None) == (self.target_url is None):
             raise ValueError("target_topic, target_url: give exactly one (where the fetched files go)")
+        if self.storage_options and self.target_url is None:
+            raise ValueError("storage_options: only with target_url")
         if self.target_url is not None:
             try:
                 FsspecSettings._known_protocol(self.target_url)  # the same URL rule as method fsspec

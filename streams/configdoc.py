@@ -35,7 +35,7 @@ def _rows(model: type[BaseModel], prefix: str = ""):
         if field.is_required():
             default = "**required**"
         elif field.default_factory is not None:
-            default = "(from environment)" if name == "instance_id" else "`[]`"
+            default = "(from environment)" if name == "instance_id" else f"`{field.default_factory()}`"
         else:
             default = f"`{field.default}`" if field.default is not None else "—"
         yield f"| `{key}` | {_type(ann)} | {default} | {field.description or ''} |"

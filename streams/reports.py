@@ -11,14 +11,21 @@ rows to a Kafka topic or store the file at an fsspec URL.
   (the fault point ``pulled_not_recorded`` sits in that window).
 - A file is fetched only once two listings in a row show it with the same size and mtime:
   impact may still be writing it.
+- Files are streamed, never held whole: a report of any size needs a few MB (the SFTP read-ahead
+  window, a slice of parsed rows, at most MAX_IN_FLIGHT unconfirmed records). A file for a
+  topic is read twice, once to check every row and once to publish, so a malformed file sends
+  nothing rather than the same first rows again at every retry.
 """
 from __future__ import annotations
 
 import asyncio
+import collections
 import csv
 import io
+import itertools
 import logging
 import time
+from typing import BinaryIO, Iterator
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -37,6 +44,8 @@ from .delivery import RetryPolicy
 log = logging.getLogger(__name__)
 
 TOPIC_ALREADY_EXISTS = 36
+ROWS_PER_READ = 1000  # rows parsed in the SFTP thread per hand-over to the event loop
+MAX_IN_FLIGHT = 10_000  # records sent and not yet confirmed: bounds the producer's memory
 
 
 class PullError(Exception):
@@ -48,18 +57,22 @@ def state_key(connection: str, file: RemoteFile) -> bytes:
     return orjson.dumps({"connection": connection, "file": file.name, "size": file.size, "mtime": file.mtime})
 
 
-def row_records(connection: str, file_name: str, data: bytes) -> list[tuple[bytes, bytes, list]]:
-    """``(key, value, headers)`` per CSV row; the value maps the header's names to the cells."""
-    reader = csv.reader(io.StringIO(data.decode("utf-8-sig"), newline=""))
+def report_rows(stream: BinaryIO) -> Iterator[tuple[int, dict[str, str]]]:
+    """``(row number, {header name: cell})`` per CSV row, parsed as the bytes arrive."""
+    reader = csv.reader(io.TextIOWrapper(stream, encoding="utf-8-sig", newline=""))
     header = next(reader, [])
-    origin = [("imref.source.connection", connection.encode()), ("imref.source.file", file_name.encode())]
-    records = []
     for number, cells in enumerate((r for r in reader if r), start=1):
         if len(cells) != len(header):
             raise ValueError(f"row {number} has {len(cells)} cells, the header {len(header)}")
-        value = orjson.dumps({"file": file_name, "row": number, "fields": dict(zip(header, cells))})
-        records.append((file_name.encode(), value, [*origin, ("imref.source.row", str(number).encode())]))
-    return records
+        yield number, dict(zip(header, cells))
+
+
+def row_record(connection: str, file_name: str, number: int, fields: dict[str, str]) -> tuple[bytes, bytes, list]:
+    """``(key, value, headers)`` of one row's record."""
+    value = orjson.dumps({"file": file_name, "row": number, "fields": fields})
+    return file_name.encode(), value, [("imref.source.connection", connection.encode()),
+                                       ("imref.source.file", file_name.encode()),
+                                       ("imref.source.row", str(number).encode())]
 
 
 class FetchedLog:
@@ -188,28 +201,63 @@ class ReportPoller:
             return fetched
 
     async def _fetch(self, conn: SftpSettings, source: SftpSource, file: RemoteFile) -> None:
-        data = await asyncio.to_thread(source.download, file)
-        rows = None
         if conn.target_topic:
             with step("parse"):
-                records = row_records(conn.name, file.name, data)
-            with step("publish"):
-                sent = [await self._producer.send(conn.target_topic, value, key=key, headers=headers)
-                        for key, value, headers in records]
-                await self._producer.flush()
-                for future in sent:
-                    await future  # raises if the broker refused a row
-            rows = len(records)
+                await asyncio.to_thread(self._check_rows, source, file)
+            rows = await self._publish(conn, source, file)
         else:
+            rows = None
             with step("store"):
-                await asyncio.to_thread(self._stores[conn.name].put, file.name, data)
+                await asyncio.to_thread(self._store, conn, source, file)
         faults.point("pulled_not_recorded")
         with step("record"):
             await self._fetched.add(state_key(conn.name, file), orjson.dumps({
                 "connection": conn.name, "file": file.name, "size": file.size, "mtime": file.mtime,
                 "rows": rows, "target": conn.target_topic or conn.target_url, "fetched_at": time.time()}))
         log.info("pulled from impact: connection=%r file=%s bytes=%d rows=%s to %s",
-                 conn.name, file.name, len(data), rows, conn.target_topic or conn.target_url)
+                 conn.name, file.name, file.size, rows, conn.target_topic or conn.target_url)
+
+    @staticmethod
+    def _check_rows(source: SftpSource, file: RemoteFile) -> None:
+        with source.open(file) as stream:
+            collections.deque(report_rows(stream), maxlen=0)
+
+    def _store(self, conn: SftpSettings, source: SftpSource, file: RemoteFile) -> None:
+        with source.open(file) as stream:
+            self._stores[conn.name].put_stream(file.name, stream)
+
+    async def _publish(self, conn: SftpSettings, source: SftpSource, file: RemoteFile) -> int:
+        """Send every row; the count once all are confirmed. SFTP reads and parsing stay in a
+        thread (``next`` on ``_slices``), sends in the loop, at most MAX_IN_FLIGHT unconfirmed."""
+        in_flight: collections.deque[asyncio.Future] = collections.deque()
+        count = 0
+        slices = self._slices(source, file)
+        try:
+            while True:
+                with step("parse"):
+                    rows = await asyncio.to_thread(next, slices, None)
+                if rows is None:
+                    break
+                with step("publish"):
+                    for number, fields in rows:
+                        key, value, headers = row_record(conn.name, file.name, number, fields)
+                        in_flight.append(await self._producer.send(conn.target_topic, value, key=key, headers=headers))
+                        while len(in_flight) > MAX_IN_FLIGHT:
+                            await in_flight.popleft()  # raises if the broker refused a row
+                count += len(rows)
+            with step("publish"):
+                while in_flight:
+                    await in_flight.popleft()
+        finally:
+            await asyncio.to_thread(slices.close)  # closes the remote file if we stopped early
+        return count
+
+    @staticmethod
+    def _slices(source: SftpSource, file: RemoteFile) -> Iterator[list[tuple[int, dict[str, str]]]]:
+        with source.open(file) as stream:
+            rows = report_rows(stream)
+            while rows_read := list(itertools.islice(rows, ROWS_PER_READ)):
+                yield rows_read
 
     async def _start(self) -> None:
         if self._fetched is not None:
@@ -226,7 +274,8 @@ class ReportPoller:
             for c in self.connections:
                 if c.target_url is not None:
                     self._stores[c.name] = await asyncio.to_thread(
-                        FsspecConnection, FsspecSettings(name=c.name, method="fsspec", url=c.target_url))
+                        FsspecConnection, FsspecSettings(name=c.name, method="fsspec", url=c.target_url,
+                                                         storage_options=c.storage_options))
         except BaseException:
             await consumer.stop()
             await producer.stop()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from fsspec.core import split_protocol
 
 from streams.config import KafkaSettings, Settings, parse_settings
 
@@ -22,6 +23,8 @@ SECRETISH_NAME = re.compile(r"pass|secret|token|key|credential|private", re.I)
 SECRETISH_VALUE = re.compile(r"-----BEGIN|^[A-Za-z0-9+/=_-]{32,}$")
 # impact's and partners' transfer ports: FTP, SFTP, SMTPS, submission, FTPS (implicit)
 TRANSFER_PORTS = (21, 22, 465, 587, 990)
+# fsspec protocols of object stores, every one reached over HTTPS (443)
+OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oci", "oss"})
 
 
 @dataclass
@@ -259,9 +262,23 @@ def problems(d: Deployment) -> list[str]:
             found.append(f"egress to port {port} (connections) is closed")
     if not any(p.get("endPort", 0) - p.get("port", 0) >= 1000 for r in egress for p in r.get("ports", [])):
         found.append("no egress range for passive FTP data connections")
+    stores = _object_store_urls(d.config)
+    if stores and not _allows(egress, 443):
+        found.append(f"egress to port 443 is closed, and {stores[0]} is an object store reached over HTTPS")
+    if _allows(egress, 443) and not stores:
+        found.append("egress to port 443 is open, yet no connection names an object store")
 
     found += image_problems(d, sts)
     return found
+
+
+def _object_store_urls(config: dict) -> list[str]:
+    """A connection's fsspec `url` or pull `target_url` that names an object store (chained URLs too).
+
+    Read from the config as written: parsing it needs the store's fsspec backend installed."""
+    urls = [c.get(key) for c in config.get("connections", []) for key in ("url", "target_url")]
+    return [url for url in urls if isinstance(url, str)
+            and any(split_protocol(part)[0] in OBJECT_STORES for part in url.split("::"))]
 
 
 def _files_read(config: dict) -> list[str]:

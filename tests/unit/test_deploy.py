@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import copy
 import dataclasses
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -156,6 +157,8 @@ def test_the_schemas_reject_a_broken_object(rendered, name):
 
 def test_the_example_deployment_breaks_no_rule(example):
     assert example.settings.collector.enabled and example.settings.store == "rocksdb://"
+    kinds = {(c.data_type, c.methodology) for c in example.settings.connections}
+    assert {("action_modifications", "push_to_impact"), ("performance_bonus_detail", "pull_from_impact")} <= kinds
     assert example.settings.kafka.security_protocol == "SASL_SSL"
     assert str(example.settings.kafka.password.file).endswith("/kafka-password")
     assert problems(example) == []
@@ -169,8 +172,9 @@ def test_the_base_breaks_no_rule_and_holds_no_secret(rendered, tmp_path):
 
 def test_the_topic_list_comes_from_the_real_app(example):
     sources, changelogs = example.topology
-    assert sources == ["imref.clicks", "imref.order-items"]
-    assert changelogs == ["imref-stream-batch-cuts-changelog", "imref-stream-clicks-changelog"]
+    assert sources == ["imref.clicks", "imref.order-changes", "imref.order-items"]  # order changes: the returns connection
+    assert changelogs == ["imref-stream-batch-cuts-changelog", "imref-stream-clicks-changelog",
+                          "imref-stream-modification-cuts-changelog", "imref-stream-reported-orders-changelog"]
 
 
 def _sts(d):
@@ -224,26 +228,22 @@ def _reconfigure(d, tmp_path, edit):
     d.topology = app_topology(d.settings)
 
 
-PULL_FROM_IMPACT = """
-  - name: impact performance bonus detail
-    direction: out_of_impact
-    data_type: performance_bonus_detail
-    methodology: pull_from_impact
-    method: sftp
-    host: sftp.impact.example
-    username: user-from-impact
-    password: {file: /etc/imref/secrets/impact-sftp-password}
-    known_hosts: /etc/imref/secrets/known_hosts
-    file_pattern: Performance_Bonus_Detail_*.csv
-    target_topic: impact.performance-bonus-detail
-"""
+OBJECT_STORE_POLICY = DEPLOY / "components" / "object-store" / "networkpolicy.yaml"
 
-ACTION_MODIFICATIONS = """
-  - name: impact FTP modifications
-    data_type: action_modifications
-    method: ftps
-    username: ftp-user-from-impact
-    password: {file: /etc/imref/secrets/impact-ftp-password}
+
+def _add_to_config(d, connection: str) -> None:
+    """The ConfigMap's config gains a connection, as written. Not re-read by the worker's parser: an
+    object store's URL parses only where its fsspec backend (s3fs, ...) is installed, which neither
+    the image nor the tests are; the rules read connection URLs from the config as written."""
+    cm = next(o for o in d.objects if o["kind"] == "ConfigMap")
+    cm["data"]["config.yaml"] += connection
+    d.config = yaml.safe_load(cm["data"]["config.yaml"])
+
+
+S3_OUTBOX = """
+  - name: bucket impact pulls from
+    method: fsspec
+    url: s3://shop-impact-outbox/conversions/
 """
 
 def _text(attr, old, new, regex=False):
@@ -309,10 +309,20 @@ BREAKAGES = {
     "leader topic missing": (lambda d, t: _drop_topic(d, "imref-stream-__assignor-__leader"),
                              "no KafkaTopic for imref-stream-__assignor-__leader"),
     "topic no operator manages": (lambda d, t: d.topics[0]["metadata"]["labels"].clear(), "strimzi.io/cluster"),
-    "pull from impact without its topics": (lambda d, t: _reconfigure(d, t, lambda c: c + PULL_FROM_IMPACT),
-                                            "no KafkaTopic for imref-stream-fetched-reports"),
-    "action modifications without their changelogs": (lambda d, t: _reconfigure(d, t, lambda c: c + ACTION_MODIFICATIONS),
-                                                       "no KafkaTopic for imref-stream-reported-orders-changelog"),
+    "pulled files not remembered": (lambda d, t: _drop_topic(d, "imref-stream-fetched-reports"),
+                                    "no KafkaTopic for imref-stream-fetched-reports"),
+    "pulled files forgotten by compaction's absence": (
+        lambda d, t: _topic(d, "imref-stream-fetched-reports")["config"].pop("cleanup.policy"),
+        "imref-stream-fetched-reports is not compacted"),
+    "pull target topic missing": (lambda d, t: _drop_topic(d, "impact.performance-bonus-detail"),
+                                  "no KafkaTopic for impact.performance-bonus-detail"),
+    "order changes topic missing": (lambda d, t: _drop_topic(d, "imref.order-changes"),
+                                    "no KafkaTopic for imref.order-changes"),
+    "returns without their reported orders": (lambda d, t: _drop_topic(d, "imref-stream-reported-orders-changelog"),
+                                              "no KafkaTopic for imref-stream-reported-orders-changelog"),
+    "modification cuts not co-partitioned": (
+        lambda d, t: _topic(d, "imref-stream-modification-cuts-changelog").update(partitions=6),
+        "imref-stream-modification-cuts-changelog has 6 partitions, needs 12"),
     "app_id renamed without its changelogs": (_config("app_id: imref-stream", "app_id: shop-imref"),
                                               "no KafkaTopic for shop-imref-clicks-changelog"),
     # secrets
@@ -379,6 +389,10 @@ BREAKAGES = {
     "a connection's own port closed": (_config("host: sftp.shop.example\n", "host: sftp.shop.example\n    port: 222\n"),
                                        "port 222 (connections)"),
     "no passive FTP range": (lambda d, t: _egress_without(d, 1024), "passive FTP"),
+    "object store without HTTPS": (lambda d, t: _add_to_config(d, S3_OUTBOX),
+                                   "egress to port 443 is closed, and s3://shop-impact-outbox/conversions/ is an object store"),
+    "HTTPS without an object store": (lambda d, t: d.objects.append(yaml.safe_load(OBJECT_STORE_POLICY.read_text())),
+                                      "egress to port 443 is open, yet no connection names an object store"),
     "egress to every port": (lambda d, t: _policy(d)["egress"].append({"to": [{"podSelector": {}}]}), "opens every port"),
     "no network policy": (lambda d, t: d.objects.remove(one(d.objects, "NetworkPolicy", "imref-stream")),
                           "no NetworkPolicy restricts"),
@@ -445,6 +459,41 @@ def test_every_rule_has_a_breakage(example, tmp_path_factory):
     assert len(messages) > 40
     unexercised = [m.pattern for m in messages if not any(m.fullmatch(g) for g in given)]
     assert not unexercised, f"rules no breakage case makes fire: {unexercised}"
+
+
+def test_the_object_store_component_opens_https_and_only_https(deployment, tmp_path):
+    """What an overlay with an object store does: the component beside the example, rendered by kustomize."""
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "namespace": "shop-imref",
+        # kustomize takes no absolute path to another kustomization
+        "resources": [os.path.relpath(OVERLAY, overlay)],
+        "components": [os.path.relpath(DEPLOY / "components" / "object-store", overlay)]}))
+    objects = render(overlay)
+    policy = one(objects, "NetworkPolicy", "imref-stream-object-store")
+    validate_any(policy)
+    assert policy["metadata"]["namespace"] == "shop-imref" and policy["spec"]["policyTypes"] == ["Egress"]
+    assert [p for r in policy["spec"]["egress"] for p in r["ports"]] == [{"protocol": "TCP", "port": 443}]
+
+    with_store = dataclasses.replace(deployment, objects=objects)
+    _add_to_config(with_store, """
+  - name: impact reports
+    direction: out_of_impact
+    data_type: reports
+    methodology: pull_from_impact
+    method: sftp
+    host: sftp.impact.example
+    username: user-from-impact-credentials
+    password: {file: /etc/imref/secrets/impact-sftp-password}
+    known_hosts: /etc/imref/secrets/impact-known_hosts
+    file_pattern: Report_*.csv
+    target_url: gs://shop-impact-reports/impact/
+    storage_options: {project: shop-analytics}
+""")
+    assert problems(with_store) == []
+    assert problems(dataclasses.replace(deployment, config=with_store.config)) == \
+        ["egress to port 443 is closed, and gs://shop-impact-reports/impact/ is an object store reached over HTTPS"]
 
 
 # -- the config, the image ------------------------------------------------------------------------

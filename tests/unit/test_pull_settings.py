@@ -1,3 +1,5 @@
+import importlib.util
+
 import pytest
 
 from streams.config import ConfigError, parse_settings
@@ -34,6 +36,34 @@ def test_a_pull_connection_may_store_files_at_an_fsspec_url_instead(pull):
     assert s.connections[1].target_url == "file:///var/lib/imref/reports"
 
 
+def test_storage_options_go_with_target_url_and_only_with_it(pull):
+    target = {k: v for k, v in pull.items() if k != "target_topic"}
+    options = {"endpoint_url": "https://objects.shop.example", "client_kwargs": {"region_name": "eu-west-1"}}
+    s = parse_settings({**BASE, "connections": [OUTBOX, {**target, "target_url": "/var/lib/imref/reports",
+                                                         "storage_options": options}]})
+    assert s.connections[1].storage_options == options
+    assert "storage_options: only with target_url" in error_for({**pull, "storage_options": options})
+
+
+@pytest.mark.parametrize("options, key", [({"key": "AKIA…", "secret": "…"}, "key"),
+                                          ({"client_kwargs": {"aws_secret_access_key": "…"}},
+                                           "client_kwargs.aws_secret_access_key"),
+                                          ({"account_key": "…"}, "account_key")])
+def test_credentials_in_storage_options_are_refused_for_both_fsspec_targets(pull, options, key):
+    target = {k: v for k, v in pull.items() if k != "target_topic"}
+    message = error_for({**target, "target_url": "/var/lib/imref/reports", "storage_options": options})
+    assert f"connections.1.storage_options: Value error, {key}: a credential" in message
+    assert f"connections.1.storage_options: Value error, {key}: a credential" in \
+        error_for({**OUTBOX, "name": "bucket", "storage_options": options})
+
+
+@pytest.mark.skipif(importlib.util.find_spec("s3fs") is not None, reason="s3fs is installed here")
+def test_a_target_whose_fsspec_backend_is_not_installed_stops_start_up_naming_the_key(pull):
+    target = {k: v for k, v in pull.items() if k != "target_topic"}
+    assert "target_url: s3:// needs a package this installation lacks: Install s3fs" in \
+        error_for({**target, "target_url": "s3://shop-reports/impact/"})
+
+
 def test_without_a_pattern_the_error_names_file_pattern(pull):
     message = error_for({k: v for k, v in pull.items() if k != "file_pattern"})
     assert "connections.1: Value error, file_pattern: required with methodology pull_from_impact" in message
@@ -54,7 +84,8 @@ def test_an_sftp_target_url_is_refused_as_for_method_fsspec(pull):
 
 
 @pytest.mark.parametrize("key, value", [("file_pattern", "*.csv"), ("poll_interval_s", 5),
-                                        ("target_topic", "t"), ("target_url", "/tmp/x")])
+                                        ("target_topic", "t"), ("target_url", "/tmp/x"),
+                                        ("storage_options", {"auto_mkdir": True})])
 def test_pull_keys_on_a_push_connection_are_refused_by_name(pull, key, value):
     push = {k: v for k, v in pull.items()
             if k not in ("direction", "data_type", "methodology", "file_pattern", "target_topic")}
