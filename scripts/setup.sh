@@ -5,10 +5,11 @@ cd "$(dirname "$0")/.."
 PY=${PY:-python3}
 $PY -m pip install --quiet --disable-pip-version-check -e '.[test,demo,rocksdb]'
 # Headless Chromium for the browser tests: Debian's build, since Playwright's own browser
-# download is not reachable from these machines.
-if [ ! -x /usr/bin/chromium ]; then
+# download is not reachable from these machines; certutil (libnss3-tools) puts the https test's
+# CA into the NSS database Chromium trusts.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/certutil ]; then
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium libnss3-tools >/dev/null
 fi

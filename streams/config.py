@@ -172,6 +172,16 @@ class CollectorSettings(_Section):
         default_factory=list,
         description="Origins (`https://shop.example`) whose pages may send click beacons; another Origin gets 403.")
     max_body_bytes: int = Field(4096, ge=256, le=65536, description="Larger beacon bodies are refused (413).")
+    client_rate_per_s: float = Field(
+        2.0, gt=0, description="Beacons a second one client (address, IPv6 /64) may send on average; "
+        "more are refused (429 with Retry-After).")
+    client_burst: int = Field(20, ge=1, description="Beacons one client may send at once before "
+                              "`client_rate_per_s` applies.")
+    global_rate_per_s: float = Field(500.0, gt=0, description="Beacons a second this worker takes from all "
+                                     "clients together; more are refused (429 with Retry-After).")
+    global_burst: int = Field(1000, ge=1, description="Beacons all clients together may send at once.")
+    proxy_hops: int = Field(0, ge=0, le=8, description="Trusted reverse proxies in front of the worker, each "
+                            "appending to X-Forwarded-For; 0: the header is ignored, the peer address is the client.")
 
     @field_validator("allowed_origins")
     @classmethod

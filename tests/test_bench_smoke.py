@@ -28,3 +28,13 @@ def test_bench_smoke_prints_every_row_with_a_number():
         assert matches, f"no row {label!r} in:\n{out.stdout}"
         assert math.isfinite(float(matches[0].replace(",", ""))), f"{label}: {matches[0]!r}"
     assert "CPU:" in out.stdout and "Python" in out.stdout
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(180)
+def test_collector_load_runs_and_finds_every_accepted_beacon_in_the_topic():
+    out = subprocess.run([sys.executable, "-m", "bench.collector_load", "--requests", "500", "--concurrency", "8"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=160)
+    assert out.returncode == 0, out.stderr[-3000:]  # it exits non-zero when the topic disagrees
+    assert "| accepted/s | p50 ms | p99 ms |" in out.stdout and "CPU:" in out.stdout
+    assert "clicks topic holds 2,500 records for 2,500 accepted beacons" in out.stdout

@@ -33,6 +33,12 @@ def test_valid_item_passes_and_keeps_extra_fields():
     ({"customer_id": "+4915112345678"}, "personal_data_in_customer_id"),
     ({"customer_id": "(555) 123-4567"}, "personal_data_in_customer_id"),
     ({"customer_id": "555.123.4567"}, "personal_data_in_customer_id"),
+    # look-alikes: fullwidth @ and dot, fullwidth digits, a zero-width space inside the domain
+    ({"customer_id": "jane\uff20example.com"}, "personal_data_in_customer_id"),
+    ({"customer_id": "jane@example\uff0ecom"}, "personal_data_in_customer_id"),
+    ({"customer_id": "\uff0b\uff14\uff19 151 1234 5678"}, "personal_data_in_customer_id"),
+    ({"customer_id": "\uff15\uff15\uff15-\uff11\uff12\uff13-\uff14\uff15\uff16\uff17"}, "personal_data_in_customer_id"),
+    ({"customer_id": "jane@example.c\u200bom"}, "personal_data_in_customer_id"),
     ({"quantity": 0}, "schema_violation"),
     ({"quantity": "1"}, "schema_violation"),
     ({"amount": "-1.00"}, "schema_violation"),
@@ -56,6 +62,16 @@ def test_missing_required_field(field):
 
 def test_numeric_customer_ids_are_not_taken_for_phone_numbers():
     assert validate_order_item(orjson.dumps({**GOOD, "customer_id": "1234567890"}))
+
+
+def test_customer_ids_in_other_scripts_pass():
+    for customer_id in ("Müller-7", "顧客-88421", "\uff36-1001"):  # the last folds to V-1001: no personal data
+        assert validate_order_item(orjson.dumps({**GOOD, "customer_id": customer_id}))
+
+
+def test_a_missing_field_is_named():
+    with pytest.raises(InvalidEvent, match="data lacks sku"):
+        validate_order_item(orjson.dumps({k: v for k, v in GOOD.items() if k != "sku"}))
 
 
 def test_malformed_json_and_non_object():
