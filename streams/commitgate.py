@@ -172,10 +172,14 @@ class _UntilSeek:
 
 # The Faust internals the adapter relies on: checked at start-up so that a Faust upgrade that
 # renames one stops the worker instead of silently losing the guarantee.
-_FAUST_HOOKS = ("_read_offset", "_acked", "_acked_index", "_committed_offset", "_new_offset",
-                "_filter_tps_with_pending_acks", "_commit", "_seek", "_wait_next_records", "_to_message",
-                "perform_seek", "seek_to_committed", "seek", "earliest_offsets", "on_partitions_revoked",
-                "assignment")
+FAUST_METHODS = ("_new_offset", "_filter_tps_with_pending_acks", "_commit", "_seek", "_wait_next_records",
+                 "_to_message", "perform_seek", "seek_to_committed", "earliest_offsets", "on_partitions_revoked",
+                 "assignment")
+FAUST_STATE = ("_read_offset", "_acked", "_acked_index", "_committed_offset")
+
+
+def missing_faust_hooks(consumer) -> list[str]:
+    return [name for name in FAUST_METHODS + FAUST_STATE if not hasattr(consumer, name)]
 
 
 class GatedConsumer(faust_aiokafka.Consumer):
@@ -183,7 +187,7 @@ class GatedConsumer(faust_aiokafka.Consumer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        missing = [name for name in _FAUST_HOOKS if not hasattr(self, name)]
+        missing = missing_faust_hooks(self)
         if missing:
             raise RuntimeError(f"this Faust version lacks {', '.join(missing)}: the commit gate cannot hold")
         self.ledger: Ledger = self.app.ledger
