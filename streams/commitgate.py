@@ -173,8 +173,8 @@ class _UntilSeek:
 # The Faust internals the adapter relies on: checked at start-up so that a Faust upgrade that
 # renames one stops the worker instead of silently losing the guarantee.
 FAUST_METHODS = ("_new_offset", "_filter_tps_with_pending_acks", "_commit", "_seek", "_wait_next_records",
-                 "_to_message", "perform_seek", "seek_to_committed", "earliest_offsets", "on_partitions_revoked",
-                 "assignment")
+                 "_to_message", "perform_seek", "seek_to_committed", "seek_wait", "earliest_offsets",
+                 "on_partitions_revoked", "assignment")
 FAUST_STATE = ("_read_offset", "_acked", "_acked_index", "_committed_offset")
 
 
@@ -200,11 +200,25 @@ class GatedConsumer(faust_aiokafka.Consumer):
         epoch = self._epochs[tp] = self._epochs.get(tp, 0) + 1
         return epoch
 
-    async def _seek(self, tp: TP, offset: int) -> None:
-        # The epoch changes in the same step as the position: no fetch sees one without the other.
-        await super()._seek(tp, offset)
-        if self.ledger.gates(tp):
+    async def _reposition(self, offsets: dict[TP, int]) -> None:
+        """Seek gated partitions, in the consumer thread (aiokafka is not thread-safe, and its
+        fetches run there), with a new epoch on each side of the seek: a fetch that overlaps it
+        is dropped (see _wait_next_records), one that follows it carries the new epoch."""
+        for tp in offsets:
+            self._new_epoch(tp)
+        self._seeking += 1
+        try:
+            await self.seek_wait(offsets)
+        finally:
+            self._seeking -= 1
+        for tp, offset in offsets.items():
             self.ledger.positioned(tp, offset, self._new_epoch(tp))
+
+    async def _seek(self, tp: TP, offset: int) -> None:
+        if self.ledger.gates(tp):
+            await self._reposition({tp: offset})
+        else:
+            await super()._seek(tp, offset)
 
     async def seek_to_committed(self):
         """Faust repositions every partition at its committed offset. A gated partition already
@@ -212,16 +226,15 @@ class GatedConsumer(faust_aiokafka.Consumer):
         delivered, and the fetch must start exactly there."""
         gated = [tp for tp in self.assignment() if self.ledger.gates(tp)]
         for tp in gated:
-            self._new_epoch(tp)  # a fetch overlapping the seek is dropped (see _wait_next_records)
+            self._new_epoch(tp)
         self._seeking += 1
         try:
             committed = await super().seek_to_committed()
         finally:
             self._seeking -= 1
-        for tp in gated:
-            part = self.ledger.get(tp)
-            if part is not None:
-                await self._seek(tp, part.next)
+        known = {tp: self.ledger.get(tp).next for tp in gated if self.ledger.get(tp) is not None}
+        if known:
+            await self._reposition(known)
         return committed
 
     async def _wait_next_records(self, timeout):
@@ -229,19 +242,21 @@ class GatedConsumer(faust_aiokafka.Consumer):
         records, active = await super()._wait_next_records(timeout)
         if not records:
             return records, active
-        gated = {}
+        kept, overlapped = {}, {}
         for tp, batch in records.items():
             if not self.ledger.gates(tp):
-                gated[tp] = batch
+                kept[tp] = batch
             elif seeking or self._seeking or self._epochs.get(tp, 0) != epochs.get(tp, 0):
                 # Fetched while the partition was being sought: maybe from before the seek, maybe
-                # from after it (then the position is past records nobody processed).
+                # from after it (then the position is past records nobody will process).
                 part = self.ledger.get(tp)
                 if part is not None:
-                    await self._seek(tp, part.next)
+                    overlapped[tp] = part.next
             else:
-                gated[tp] = _UntilSeek(batch, self._epochs, tp)
-        return gated, active
+                kept[tp] = _UntilSeek(batch, self._epochs, tp)
+        if overlapped:
+            await self._reposition(overlapped)
+        return kept, active
 
     def _to_message(self, tp: TP, record):
         message = super()._to_message(tp, record)
@@ -258,10 +273,10 @@ class GatedConsumer(faust_aiokafka.Consumer):
             return
         uncommitted = [tp for tp in fresh if not self._committed_offset.get(tp)]
         start = dict(await self.earliest_offsets(*uncommitted)) if uncommitted else {}
-        for tp in fresh:
-            offset = self._committed_offset.get(tp) or start.get(tp) or 0
-            await super()._seek(tp, offset)
-            self.ledger.assign(tp, offset, self._new_epoch(tp))
+        offsets = {tp: self._committed_offset.get(tp) or start.get(tp) or 0 for tp in fresh}
+        await self._reposition(offsets)
+        for tp, offset in offsets.items():
+            self.ledger.assign(tp, offset, self._epochs[tp])
 
     async def on_partitions_revoked(self, revoked) -> None:
         self.ledger.revoke(revoked)

@@ -5,8 +5,8 @@ Loaded by ``sitecustomize`` when ``IMREF_TEST_HOOKS`` is set:
 - ``SIGHUP`` (mode's worker owns USR1 and USR2): the worker's consumer asks its group to rebalance, the code path a member
   joining or leaving takes. Faust rebalances eagerly, so a lone worker revokes all its
   partitions and gets them back: "the same worker loses and regains its partitions".
-- ``IMREF_TEST_HOLD=<dir>``: while ``<dir>/hold`` exists, an upload that reaches the fault point
-  ``mid_upload`` (fsspec: the temporary file written, not yet renamed) marks itself as
+- ``IMREF_TEST_HOLD=<dir>``: while ``<dir>/hold`` exists, the first upload that reaches the fault
+  point ``mid_upload`` (fsspec: the temporary file written, not yet renamed) marks itself as
   ``<dir>/held-<n>`` and waits in its upload thread; the event loop, heartbeats included, goes on.
   The consumer marks ``<dir>/revoked-<n>`` when it revokes partitions and ``<dir>/seeked-<n>``
   when Faust's seek to the committed offsets (after an assignment) is done.
@@ -59,14 +59,23 @@ if _hold:
     _revoke, _seek = Consumer.on_partitions_revoked, Consumer.perform_seek
 
     def _mark(name: str) -> None:
-        with _lock:
-            (_gate / f"{name}-{next(_counts[name])}").touch()
+        (_gate / f"{name}-{next(_counts[name])}").touch()
+
+    _holding = threading.Event()
 
     def _held_point(name: str) -> None:
-        if name == "mid_upload" and (_gate / "hold").exists():
-            _mark("held")
-            while (_gate / "hold").exists():
-                time.sleep(0.02)
+        if name == "mid_upload":
+            with _lock:
+                # One upload at a time: holding more would fill the event loop's thread pool,
+                # which the producer's host lookups need too.
+                take = (_gate / "hold").exists() and not _holding.is_set()
+                if take:
+                    _holding.set()
+            if take:
+                _mark("held")
+                while (_gate / "hold").exists():
+                    time.sleep(0.02)
+                _holding.clear()
         _point(name)
 
     async def _marked_revoke(self, revoked) -> None:
