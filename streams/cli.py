@@ -38,13 +38,16 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--from", dest="start", required=True, help="ISO 8601 with zone: first record time")
     r.add_argument("--to", dest="end", required=True, help="ISO 8601 with zone: end of the range (excluded)")
     r.add_argument("--output", help="write the files into this folder instead of the connections")
+    r.add_argument("--allow-duplicates", action="store_true",
+                   help="also write files with rows the worker delivered in files whose cuts are no longer recorded")
+    r.add_argument("--dry-run", action="store_true", help="write nothing; print each file and its row count")
     args = parser.parse_args(argv)
     if args.command == "worker":
         return run_worker(args.config, args.loglevel)
     if args.command == "replay":
         from .replay import run
 
-        return run(args.config, args.start, args.end, args.output)
+        return run(args.config, args.start, args.end, args.output, args.allow_duplicates, args.dry_run)
     from .demo import run_demo
 
     return run_demo(args.output, args.orders)

@@ -2,30 +2,39 @@
 
 The range is one of Kafka record timestamps: in every order-item partition, from the first
 record at or after ``--from`` up to (not including) the first record at or after ``--to``
-(``offsets_for_times`` semantics). Clicks are read from ``from - attribution.window_days`` to
-``to + attribution.grace_s``, only for the customers of the range. The worker's own pure logic
+(``offsets_for_times`` semantics), widened to the whole of any recorded cut it touches (below).
+Clicks are read from ``attribution.window_days`` before the range to ``attribution.grace_s``
+after it, only for the customers of the range. The worker's own pure logic
 decides everything: item validation (``parse_item``), click history (``remember``), the
 choice of click (``attribute``), the row (``conversion_row``), the cuts (``PartitionBatcher``,
 at ``batch.max_rows``, orders kept together) and the file names. Nothing is published to the
 dead-letter or unattributed topics and no consumer offset is committed: a replay only reads.
 
-A replay is deterministic: the same range gives the same files. Its cuts are only the row
-limit, so where the worker also cut by age its file names differ from the worker's: sending a
-range the worker already delivered delivers those rows again (try ``--output DIR`` first).
+A replay must not report a conversion twice. What the worker delivered is read from Kafka, never
+changed: its consumer group's committed offsets (every order item below one went out in a file)
+and the cuts still in its ``batch-cuts`` changelog (a file's offset range, recorded before its
+upload). A recorded cut the range touches is replayed whole, so its file gets the worker's name
+and the worker's rows and replaces the worker's file. A delivered offset whose cut is no longer
+recorded would go out again in a file of another name: such a replay writes nothing unless
+``allow_duplicates``. Offsets past the committed ones outside any cut are not delivered yet; the
+replay cuts them itself. The same range and the same Kafka state give the same files.
 """
 from __future__ import annotations
 
 import ssl
 import sys
 import time
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from operator import itemgetter
 from pathlib import Path
 from typing import Callable, Iterator
 
+import orjson
 from kafka import KafkaConsumer, TopicPartition
+from kafka.admin import KafkaAdminClient
 from tqdm import tqdm
 
 from connectors import Connection, build_connection
@@ -40,6 +49,11 @@ from .delivery import RetryPolicy
 from .pipeline import CLICK_OUTSIDE_WINDOW, NO_CLICK, parse_item
 
 PUT_ATTEMPTS = 5
+# Faust's changelog topic of the worker's "batch-cuts" table (streams.app).
+CUTS_CHANGELOG = "{app_id}-batch-cuts-changelog"
+TWIN = "the worker's file: same name, replaces it"
+DUPLICATE = "duplicates rows the worker delivered"
+NEW = "not delivered by the worker yet"
 
 
 class ReplayError(Exception):
@@ -51,10 +65,60 @@ class DeliveryFailed(ReplayError):
 
 
 @dataclass
+class Delivered:
+    """What the worker delivered from one order-item partition, as Kafka records it."""
+
+    committed: int = 0  # every offset below it went out in a file
+    cuts: list[tuple[int, int]] = field(default_factory=list)  # files' offset ranges: sorted, disjoint
+
+    def widen(self, first: int, last: int) -> tuple[int, int]:
+        """A recorded cut the range touches is replayed whole, or its file would lose rows."""
+        for f, l in self.cuts:
+            if f <= first <= l:
+                first = f
+            if f <= last <= l:
+                last = l
+        return first, last
+
+    def unknown(self, first: int, last: int) -> list[tuple[int, int]]:
+        """The offsets of ``first``-``last`` delivered in files whose cuts are no longer recorded."""
+        gaps, at, end = [], first, min(last, self.committed - 1)
+        for f, l in self.cuts:
+            gaps.append((at, min(f - 1, end)))
+            at = max(at, l + 1)
+        gaps.append((at, end))
+        return [(a, b) for a, b in gaps if a <= b]
+
+    def note(self, first: int, last: int) -> str:
+        """What a replayed file of offsets ``first``-``last`` is to impact."""
+        if (first, last) in self.cuts:
+            return TWIN
+        in_a_cut = any(f <= last and first <= l for f, l in self.cuts)  # the worker's file has other bounds
+        return DUPLICATE if in_a_cut or self.unknown(first, last) else NEW
+
+
+def merge_cuts(lists) -> list[tuple[int, int]]:
+    """Every cut in a partition's changelog records, oldest first. Each record is the list the
+    worker held then (it drops cuts below its committed offset, and Kafka compacts old records
+    away); where two cuts overlap (a partition moved between workers mid-batch) the later wins,
+    as in the worker's own table."""
+    cuts: list[tuple[int, int]] = []
+    for recorded in lists:
+        for first, last in recorded:
+            # cuts stays sorted and disjoint: the ones overlapping [first, last] are contiguous.
+            lo = bisect_left(cuts, first, key=itemgetter(1))
+            hi = bisect_right(cuts, last, key=itemgetter(0))
+            cuts[lo:hi] = [(first, last)]
+    return cuts
+
+
+@dataclass
 class Summary:
     items: int = 0
     rows: int = 0
-    files: list[str] = field(default_factory=list)
+    files: list[tuple[str, int, str]] = field(default_factory=list)  # name, rows, note
+    # partition -> offset ranges of the replay the worker delivered in files whose cuts are gone
+    unknown: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
     unattributed: Counter = field(default_factory=Counter)
     invalid: Counter = field(default_factory=Counter)
     clicks: int = 0
@@ -64,12 +128,16 @@ class Summary:
             return f" ({', '.join(f'{k} {v}' for k, v in sorted(c.items()))})" if c else ""
         return "\n".join([
             f"order items read: {self.items}",
-            f"rows written:     {self.rows}",
+            f"rows:             {self.rows}",
             f"files:            {len(self.files)}",
             f"unattributed:     {sum(self.unattributed.values())}{detail(self.unattributed)}",
             f"invalid:          {sum(self.invalid.values())}{detail(self.invalid)}",
             f"clicks used:      {self.clicks}",
+            *(f"  {name}  {rows} rows  ({note})" for name, rows, note in self.files),
         ])
+
+    def duplicates(self) -> list[tuple[str, int, str]]:
+        return [f for f in self.files if f[2] == DUPLICATE]
 
 
 def parse_time(text: str) -> datetime:
@@ -83,10 +151,12 @@ def parse_time(text: str) -> datetime:
 
 
 def run_replay(settings: Settings, start: datetime, end: datetime, output: str | None = None,
-               progress: bool | None = None) -> Summary:
+               progress: bool | None = None, allow_duplicates: bool = False, dry_run: bool = False) -> Summary:
+    """Replay the range; nothing is written when ``dry_run``, nor when a file would carry rows the
+    worker delivered under another name (``Summary.duplicates``) unless ``allow_duplicates``."""
     if start >= end:
         raise ReplayError("--from must be before --to")
-    connections = _connections(settings, output)
+    connections = [] if dry_run else _connections(settings, output)
     consumer = None
     bar = _bars(progress)
     try:
@@ -101,17 +171,34 @@ def run_replay(settings: Settings, start: datetime, end: datetime, output: str |
                 ranges.setdefault(TopicPartition(r.topic, r.partition), [r.offset, r.offset])[1] = r.offset
                 customers.add(r.key)
                 b.update()
-        window = timedelta(days=settings.attribution.window_days)
-        grace = timedelta(seconds=settings.attribution.grace_s)
-        summary = Summary()
+        worker = _delivered(settings, consumer, list(ranges))
+        wide = {tp: worker[tp.partition].widen(*offsets) for tp, offsets in ranges.items()}
+        # The records a widened cut adds: their customers and times count for the clicks too.
+        lo, hi = _ms(start), _ms(end)
+        for added in ({tp: (w[0], ranges[tp][0] - 1) for tp, w in wide.items()},
+                      {tp: (ranges[tp][1] + 1, w[1]) for tp, w in wide.items()}):
+            for r in _offsets(consumer, {tp: offsets for tp, offsets in added.items() if offsets[0] <= offsets[1]}):
+                customers.add(r.key)
+                lo, hi = min(lo, r.timestamp), max(hi, r.timestamp + 1)
+        window_ms = int(settings.attribution.window_days * 86_400_000)
+        grace_ms = int(settings.attribution.grace_s * 1000)
         with bar("clicks") as b:
-            clicks = _clicks(_between(consumer, clicks_topic, _ms(start - window), _ms(end + grace)), customers, b)
-        summary.clicks = sum(len(c) for c in clicks.values())
-        total = sum(last - first + 1 for first, last in ranges.values())
-        with bar("order items", total) as b:
-            records = _offsets(consumer, {tp: (first, last) for tp, (first, last) in ranges.items()})
-            _process(settings, records, clicks, summary, lambda batch: _deliver(batch, settings, connections, summary), b)
-        return summary
+            clicks = _clicks(_between(consumer, clicks_topic, lo - window_ms, hi + grace_ms), customers, b)
+
+        unknown = {tp.partition: gaps for tp, w in wide.items() if (gaps := worker[tp.partition].unknown(*w))}
+
+        def replay(targets: list[Connection]) -> Summary:
+            summary = Summary(clicks=sum(len(c) for c in clicks.values()), unknown=unknown)
+            with bar("order items", sum(last - first + 1 for first, last in wide.values())) as b:
+                _process(settings, _offsets(consumer, wide), clicks, summary, b, worker,
+                         lambda batch: _deliver(batch, settings, targets, summary, worker[batch.partition]))
+            return summary
+
+        if dry_run or allow_duplicates or not unknown:
+            return replay(connections)
+        # Delivered offsets whose cuts are gone: write only if no file would carry a row of them.
+        summary = replay([])
+        return summary if summary.duplicates() else replay(connections)
     finally:
         if consumer is not None:
             consumer.close()
@@ -119,8 +206,8 @@ def run_replay(settings: Settings, start: datetime, end: datetime, output: str |
             conn.close()
 
 
-def _process(settings: Settings, records, clicks: dict[str, list[tuple[float, str]]], summary: Summary,
-             deliver: Callable[[Batch], None], bar) -> None:
+def _process(settings: Settings, records, clicks: dict[str, list[tuple[float, str]]], summary: Summary, bar,
+             worker: dict[int, Delivered], deliver: Callable[[Batch], None]) -> None:
     a = settings.attribution
     window_s, grace_s = a.window_days * 86400, a.grace_s
     now = datetime.now(timezone.utc)  # impact ignores EventDates that are too old *now*
@@ -128,7 +215,10 @@ def _process(settings: Settings, records, clicks: dict[str, list[tuple[float, st
     for r in records:
         summary.items += 1
         bar.update()
-        batcher = batchers.setdefault(r.partition, PartitionBatcher(r.partition, settings.batch.max_rows))
+        batcher = batchers.get(r.partition)
+        if batcher is None:
+            batcher = batchers[r.partition] = PartitionBatcher(r.partition, settings.batch.max_rows,
+                                                               worker[r.partition].cuts)
         entry = Entry(r.offset, r.timestamp)
         try:
             item, occurred = parse_item(r.value, r.key, settings.impact.max_event_age_days, now)
@@ -180,15 +270,16 @@ def _clicks(records, customers: set[bytes], bar) -> dict[str, list[tuple[float, 
     return {customer: sorted(c) for customer, c in found.items()}
 
 
-def _deliver(batch: Batch, settings: Settings, connections: list[Connection], summary: Summary) -> None:
+def _deliver(batch: Batch, settings: Settings, connections: list[Connection], summary: Summary,
+             worker: Delivered) -> None:
     rows = batch.rows()
     if not rows:
-        return
+        return  # as in the worker: no file without rows
     name, data = batch.file_name(settings.batch.file_title), render(rows, settings.impact.csv_header)
     for conn in connections:
         _put(conn, name, data)
     summary.rows += len(rows)
-    summary.files.append(name)
+    summary.files.append((name, len(rows), worker.note(batch.first, batch.last)))
 
 
 def _put(conn: Connection, name: str, data: bytes) -> None:
@@ -216,16 +307,46 @@ def _connections(settings: Settings, output: str | None) -> list[Connection]:
 
 
 # -- reading Kafka ------------------------------------------------------------------------
-def _consumer(k: KafkaSettings) -> KafkaConsumer:
-    # No group: a replay must not move the worker's committed offsets or join its group.
-    options = dict(bootstrap_servers=[b.split("://", 1)[-1] for b in k.brokers], group_id=None,
-                   enable_auto_commit=False, security_protocol=k.security_protocol, max_poll_records=2000)
+def _connection_options(k: KafkaSettings) -> dict:
+    options = dict(bootstrap_servers=[b.split("://", 1)[-1] for b in k.brokers], security_protocol=k.security_protocol)
     if k.security_protocol in ("SSL", "SASL_SSL"):
         options["ssl_context"] = ssl.create_default_context(cafile=str(k.ca_file) if k.ca_file else None)
     if k.security_protocol.startswith("SASL"):
         options.update(sasl_mechanism=k.sasl_mechanism, sasl_plain_username=k.username,
                        sasl_plain_password=k.password.reveal().get_secret_value())
-    return KafkaConsumer(**options)
+    return options
+
+
+def _consumer(k: KafkaSettings) -> KafkaConsumer:
+    # No group: a replay must not move the worker's committed offsets or join its group.
+    return KafkaConsumer(group_id=None, enable_auto_commit=False, max_poll_records=2000, **_connection_options(k))
+
+
+def _delivered(settings: Settings, consumer: KafkaConsumer, tps: list[TopicPartition]) -> dict[int, Delivered]:
+    """What the worker delivered from these order-item partitions: its group's committed offsets
+    (read, never committed) and the cuts in its changelog, read to the high watermark the fetches
+    report, not ListOffsets(latest), which Tansu, the test broker, answers wrongly."""
+    if not tps:
+        return {}
+    admin = KafkaAdminClient(**_connection_options(settings.kafka))
+    try:
+        committed = admin.list_group_offsets({settings.app_id: tps})[settings.app_id]
+    finally:
+        admin.close()
+    topic = CUTS_CHANGELOG.format(app_id=settings.app_id)
+    logged = consumer.partitions_for_topic(topic)  # none before the worker's first cut
+    # The worker writes partition p's cut list, under key str(p), to changelog partition p.
+    changelog = [TopicPartition(topic, tp.partition) for tp in tps if tp.partition in logged]
+    lists: dict[int, list] = {tp.partition: [] for tp in tps}
+    if changelog:
+        for r in _read(consumer, consumer.beginning_offsets(changelog), lambda tp, record: True):
+            if r.value is not None:
+                lists[r.partition].append(orjson.loads(r.value))
+    # A cut whose first records left the log cannot be replayed whole: it counts as not recorded.
+    log_start = consumer.beginning_offsets(tps)
+    return {tp.partition: Delivered(max(committed[tp].offset, 0),
+                                    [c for c in merge_cuts(lists[tp.partition]) if c[0] >= log_start[tp]])
+            for tp in tps}
 
 
 def _partitions(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
@@ -302,22 +423,33 @@ def _bars(enabled: bool | None):
     return bar
 
 
-def run(config: str, start: str, end: str, output: str | None) -> int:
-    """The ``replay`` command: 0 done, 1 a file could not be delivered, 2 bad config or arguments."""
+def run(config: str, start: str, end: str, output: str | None, allow_duplicates: bool = False,
+        dry_run: bool = False) -> int:
+    """The ``replay`` command: 0 done, 1 a file could not be delivered, 2 bad config or arguments,
+    3 refused: a file would report rows the worker delivered (a dry run answers as the replay would)."""
     from kafka.errors import KafkaError
 
     from .config import ConfigError, load_settings
 
     try:
         settings = load_settings(config)
-        summary = run_replay(settings, parse_time(start), parse_time(end), output)
+        summary = run_replay(settings, parse_time(start), parse_time(end), output, allow_duplicates=allow_duplicates,
+                             dry_run=dry_run)
     except (DeliveryFailed, KafkaError) as exc:
         print(f"imref-stream replay: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     except (ConfigError, ReplayError) as exc:
         print(f"imref-stream replay: {exc}", file=sys.stderr)
         return 2
+    duplicates = [] if allow_duplicates else summary.duplicates()
+    if dry_run or duplicates:
+        print("dry run: nothing written" if dry_run else "refused: nothing written")
     print(summary.report())
-    for name in summary.files:
-        print(f"  {name}")
+    if duplicates:
+        gone = [f"  partition {p} offsets {a}-{b}" for p, gaps in sorted(summary.unknown.items()) for a, b in gaps]
+        print("imref-stream replay: refused without --allow-duplicates. The worker already delivered", *gone,
+              "in files whose cuts are no longer recorded; these files would report those rows to impact again:",
+              *(f"  {name}  {rows} rows" for name, rows, _ in duplicates),
+              "--allow-duplicates writes them anyway.", sep="\n", file=sys.stderr)
+        return 3
     return 0

@@ -1,6 +1,7 @@
 """``imref-stream replay`` on a real broker: clicks and order items spread over hours, a
 sub-range replayed into files; the expected rows are computed here from the produced events
-(range by record time, last click inside the window or first one within the grace after)."""
+(range by record time, last click inside the window or first one within the grace after).
+Then a real worker delivers files first, and the replay must not report its rows twice."""
 from __future__ import annotations
 
 import os
@@ -12,10 +13,11 @@ from datetime import datetime, timedelta, timezone
 
 import orjson
 import pytest
-from kafka import KafkaProducer
+from kafka import KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient
 
 from streams.devbroker import create_topics
-from tests.support.harness import ROOT, read_csv_files, write_config
+from tests.support.harness import ROOT, WorkerProcess, read_csv_files, wait_for_rows, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -142,7 +144,7 @@ def test_replay_writes_exactly_the_rows_of_the_range(broker, tmp_path):
     assert sorted(got) == sorted(rows)
     in_range = sum(FROM <= at < TO for at, _, _ in items)
     assert f"order items read: {in_range}\n" in run.stdout
-    assert f"rows written:     {len(rows)}\n" in run.stdout and f"files:            {len(files)}\n" in run.stdout
+    assert f"rows:             {len(rows)}\n" in run.stdout and f"files:            {len(files)}\n" in run.stdout
     assert "unattributed:     3 (click_outside_window 1, no_click 2)" in run.stdout
     assert "invalid:          2 (personal_data_in_customer_id 1, unknown_currency 1)" in run.stdout
 
@@ -177,3 +179,142 @@ def test_replay_refuses_times_without_zone_and_empty_ranges(tmp_path):
     assert run.returncode == 2 and "has no zone" in run.stderr
     run = replay(cfg, "--from", "2026-11-02T00:00:00Z", "--to", "2026-11-01T00:00:00Z")
     assert run.returncode == 2 and "--from must be before --to" in run.stderr
+
+
+# -- a replay of what a real worker delivered ---------------------------------------------
+W0 = datetime.now(timezone.utc).replace(second=0, microsecond=0) - timedelta(hours=3)
+PHASES = {"A": (W0, 6), "B": (W0 + timedelta(hours=1), 5), "C": (W0 + timedelta(hours=2), 2)}
+
+
+def phase_items(phase: str) -> list:
+    at, n = PHASES[phase]
+    return [(at + timedelta(minutes=i), f"{phase}{i}".encode(),
+             orjson.dumps(order(f"{phase}{i}", f"O-{phase}{i}", at + timedelta(minutes=i), im_ref=f"R-{phase}{i}")[0]))
+            for i in range(n)]
+
+
+def span(phase: str, skip: int = 0) -> list[str]:
+    """--from/--to covering a phase's items (from its item number ``skip`` on)."""
+    at, n = PHASES[phase]
+    return ["--from", (at + timedelta(minutes=skip)).isoformat(), "--to", (at + timedelta(minutes=n)).isoformat()]
+
+
+def files_of(out) -> dict[str, tuple[bytes, int]]:
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.glob("*.csv")}
+
+
+def name(offsets: tuple[int, int], at: datetime) -> str:
+    return f"conv_{at:%Y%m%d}_p000_{offsets[0]:012d}-{offsets[1]:012d}.csv"
+
+
+@pytest.fixture(scope="module")
+def delivered(broker, tmp_path_factory):
+    """A worker delivers phase A (offsets 0-5) in two age cuts, 0-2 and 3-5, then stops. Its
+    cuts changelog is deleted: the worker's cuts of A are gone, as Kafka's compaction removes
+    old cut lists. Restarted, it delivers phase B (6-10) as 6-8 and 9-10, recorded, and stops.
+    Phase C (11-12) is produced after: not delivered. One partition; a replay by itself would
+    cut at 4 rows (0-3, 4-7, ...), so only the recorded cuts give the worker's names."""
+    tmp = tmp_path_factory.mktemp("delivered")
+    app_id, out = "replay-worker", tmp / "out"
+    cfg = write_config(tmp / "config.yaml", bootstrap=broker.bootstrap, app_id=app_id, out_dir=out,
+                       data_dir=tmp / "data", topics={"partitions": 1},
+                       batch={"max_rows": 4, "max_age_s": 1, "file_title": "conv"})
+    items_topic = f"{app_id}.order-items"
+    create_topics(broker.bootstrap, [f"{app_id}.clicks", items_topic], 1)
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    worker = WorkerProcess(cfg, tmp / "worker.log")
+
+    def deliver(phase: str, bursts: list[slice], rows: int) -> None:
+        worker.start().wait_ready()
+        items = phase_items(phase)
+        for burst in bursts:  # each burst is cut by age before the next one arrives
+            produce_at(broker.bootstrap, items_topic, items[burst])
+            rows += len(items[burst])
+            assert sum(len(c) - 1 for c in wait_for_rows(out, rows, worker=worker).values()) == rows
+        assert worker.stop() == 0
+
+    def committed() -> int:
+        tp = TopicPartition(items_topic, 0)
+        return admin.list_group_offsets({app_id: [tp]})[app_id][tp].offset
+
+    try:
+        deliver("A", [slice(0, 3), slice(3, 6)], 0)
+        assert committed() == 6
+        admin.delete_topics([f"{app_id}-batch-cuts-changelog"])
+        deliver("B", [slice(0, 3), slice(3, 5)], 6)
+        assert committed() == 11
+    finally:
+        admin.close()
+    produce_at(broker.bootstrap, items_topic, phase_items("C"))
+    a, b, c = (PHASES[p][0] for p in "ABC")
+    worker_files = [name((0, 2), a), name((3, 5), a), name((6, 8), b), name((9, 10), b)]
+    assert sorted(files_of(out)) == worker_files, "the worker did not cut as the test expects"
+    return cfg, out, {"A": a, "B": b, "C": c}
+
+
+def rows_of(out, names) -> list[list[str]]:
+    files = read_csv_files(out)
+    return sorted(row for n in names for row in files[n][1:])
+
+
+def test_replay_refuses_to_write_rows_the_worker_delivered_in_files_it_cannot_name(delivered):
+    cfg, out, at = delivered
+    before = files_of(out)
+    run = replay(cfg, *span("A"))
+    assert run.returncode == 3, run.stderr
+    assert run.stdout.startswith("refused: nothing written\n")
+    assert "refused without --allow-duplicates" in run.stderr and "  partition 0 offsets 0-5\n" in run.stderr
+    assert f"  {name((0, 3), at['A'])}  4 rows\n" in run.stderr and f"  {name((4, 5), at['A'])}  2 rows\n" in run.stderr
+    assert files_of(out) == before  # not one file written, touched or added
+
+
+def test_replay_with_allow_duplicates_writes_them_again_under_its_own_names(delivered):
+    cfg, out, at = delivered
+    before = files_of(out)
+    run = replay(cfg, *span("A"), "--allow-duplicates")
+    assert run.returncode == 0, run.stderr
+    added = sorted(set(files_of(out)) - set(before))
+    assert added == [name((0, 3), at["A"]), name((4, 5), at["A"])]
+    # The destination now holds every row of A twice: the duplicates impact would count.
+    assert rows_of(out, added) == rows_of(out, [name((0, 2), at["A"]), name((3, 5), at["A"])])
+    assert len(rows_of(out, added)) == 6
+    assert "(duplicates rows the worker delivered)" in run.stdout
+
+
+def test_replay_of_recorded_cuts_overwrites_the_worker_s_files_with_the_same_rows(delivered):
+    cfg, out, at = delivered
+    twins = [name((6, 8), at["B"]), name((9, 10), at["B"])]
+    before = files_of(out)
+    # From B's second item: inside the cut 6-8, which is replayed whole.
+    run = replay(cfg, *span("B", skip=1))
+    assert run.returncode == 0, run.stderr
+    after = files_of(out)
+    assert sorted(after) == sorted(before)  # no file of another name
+    for n in twins:
+        assert after[n][0] == before[n][0], f"{n}: other rows than the worker's"
+        assert after[n][1] != before[n][1], f"{n}: not written again"
+        assert f"  {n}  " in run.stdout and "(the worker's file: same name, replaces it)" in run.stdout
+    assert {n: v for n, v in after.items() if n not in twins} == {n: v for n, v in before.items() if n not in twins}
+    assert "order items read: 5\n" in run.stdout
+
+
+def test_dry_run_prints_every_file_and_its_rows_and_writes_nothing(delivered):
+    cfg, out, at = delivered
+    before = files_of(out)
+    run = replay(cfg, "--from", at["A"].isoformat(), "--to", (at["C"] + timedelta(hours=1)).isoformat(), "--dry-run")
+    assert run.returncode == 3, run.stderr  # as the replay itself would answer: refused
+    assert run.stdout.startswith("dry run: nothing written\n")
+    listed = re.findall(r"^  (\S+\.csv)  (\d+) rows  \((.*)\)$", run.stdout, re.MULTILINE)
+    assert listed == [
+        (name((0, 3), at["A"]), "4", "duplicates rows the worker delivered"),
+        (name((4, 5), at["A"]), "2", "duplicates rows the worker delivered"),
+        (name((6, 8), at["B"]), "3", "the worker's file: same name, replaces it"),
+        (name((9, 10), at["B"]), "2", "the worker's file: same name, replaces it"),
+        (name((11, 12), at["C"]), "2", "not delivered by the worker yet"),
+    ]
+    assert files_of(out) == before
+    # Past the committed offset nothing is refused.
+    run = replay(cfg, *span("C"), "--dry-run")
+    assert run.returncode == 0, run.stderr
+    assert re.findall(r"^  (\S+\.csv)  (\d+) rows", run.stdout, re.MULTILINE) == [(name((11, 12), at["C"]), "2")]
+    assert files_of(out) == before
