@@ -23,6 +23,7 @@ bookkeeping the revoke had just cleared. So for these topics:
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from typing import Callable
@@ -45,6 +46,8 @@ class PartitionLedger:
     committed: int = -1  # the last offset the broker confirmed as committed
     revoked: bool = False
     skipped: dict[int, int] = field(default_factory=dict)  # offsets found missing: from -> to
+    fetch_gaps: dict[int, int] = field(default_factory=dict)  # jumps the fetch of this epoch showed
+    reseeking: bool = False  # a seek back to ``next`` was asked for and has not happened yet
 
     def __post_init__(self) -> None:
         self.next = self.delivered_to = self.committed = self.resumed_from
@@ -70,6 +73,8 @@ class Ledger:
     def __init__(self, topics: set[str], count: Callable[[str, str], None] = lambda what, topic: None):
         self.topics = set(topics)
         self._count = count
+        # Asks the consumer to position the partition at ``part.next`` again; set by the consumer.
+        self.seek: Callable[[PartitionLedger], None] = lambda part: None
         self._parts: dict[TP, PartitionLedger] = {}
         self._last_delivered: dict[TP, int] = {}  # across assignments, for the resume log line
 
@@ -98,12 +103,21 @@ class Ledger:
         if offset > part.next:
             # Records between would be read by nobody: never move the ledger past them.
             raise RuntimeError(f"{tp} sought to {offset}, past the next record to process ({part.next})")
-        part.epoch = epoch
+        part.epoch, part.reseeking = epoch, False
+        part.fetch_gaps.clear()
+
+    def fetched_gap(self, tp: TP, epoch: int, first: int, last: int) -> None:
+        """The fetch of position epoch ``epoch`` went from offset ``first - 1`` straight to ``last``:
+        the offsets between are not in the log."""
+        part = self._parts.get(tp)
+        if part is not None and part.epoch == epoch:
+            part.fetch_gaps[first] = last
 
     def admit(self, tp: TP, offset: int, epoch: int) -> PartitionLedger | None:
         """The partition's ledger if the record at ``offset``, fetched in position epoch ``epoch``,
         is the next one to process; else None and the record is dropped (fetched before the
-        partition's last seek or assignment, or held or delivered already)."""
+        partition's last seek or assignment, held or delivered already, or past records that were
+        fetched but never reached us: then the partition is read again from ``next``)."""
         part = self._parts.get(tp)
         if part is None or epoch != part.epoch:
             return None
@@ -111,6 +125,15 @@ class Ledger:
             self._count("redelivered", tp.topic)
             return None
         if offset > part.next:
+            if part.fetch_gaps.get(part.next) != offset:
+                # Fetched, but skipped on the way here (Faust drops events while its flow control
+                # is suspended): read them again.
+                if not part.reseeking:
+                    part.reseeking = True
+                    log.info("%s partition %d: offset %d arrived while %d was expected; reading again from %d",
+                             tp.topic, tp.partition, offset, part.next, part.next)
+                    self.seek(part)
+                return None
             log.warning("%s partition %d: offsets %d-%d are not in the log (the read from %d starts at %d)",
                         tp.topic, tp.partition, part.next, offset - 1, part.next, offset)
             self._count("resume_beyond_committed" if part.next == part.resumed_from else "offset_gap", tp.topic)
@@ -157,16 +180,22 @@ class _UngatedReadOffsets(dict):
 
 class _UntilSeek:
     """The records of one fetch of a gated partition, cut off as soon as the partition is sought:
-    Faust goes on handing out a fetched batch record by record across awaits."""
+    Faust goes on handing out a fetched batch record by record across awaits. Jumps in the
+    offsets fetched are reported: only those are offsets missing from the log."""
 
-    def __init__(self, records, epochs: dict, tp: TP):
-        self.records, self.epochs, self.tp = records, epochs, tp
-        self.epoch = epochs.get(tp, 0)
+    def __init__(self, records, consumer: "GatedConsumer", tp: TP):
+        self.records, self.consumer, self.tp = records, consumer, tp
+        self.epoch = consumer._epochs.get(tp, 0)
 
     def __iter__(self):
+        c, tp = self.consumer, self.tp
         for record in self.records:
-            if self.epochs.get(self.tp, 0) != self.epoch:
+            if c._epochs.get(tp, 0) != self.epoch:
                 return
+            expected = c._fetch_next.get(tp)
+            if expected is not None and record.offset > expected:
+                c.ledger.fetched_gap(tp, self.epoch, expected, record.offset)
+            c._fetch_next[tp] = record.offset + 1
             yield record
 
 
@@ -192,7 +221,9 @@ class GatedConsumer(faust_aiokafka.Consumer):
             raise RuntimeError(f"this Faust version lacks {', '.join(missing)}: the commit gate cannot hold")
         self.ledger: Ledger = self.app.ledger
         self._read_offset = _UngatedReadOffsets(self.ledger.topics)
+        self.ledger.seek = self._seek_back
         self._epochs: dict[TP, int] = {}
+        self._fetch_next: dict[TP, int] = {}  # the offset the fetch of the current epoch is at
         self._seeking = 0  # seeks to the committed offsets in progress (they run in the consumer thread)
 
     # -- positions ---------------------------------------------------------------------------
@@ -212,7 +243,15 @@ class GatedConsumer(faust_aiokafka.Consumer):
         finally:
             self._seeking -= 1
         for tp, offset in offsets.items():
+            self._fetch_next[tp] = offset
             self.ledger.positioned(tp, offset, self._new_epoch(tp))
+
+    def _seek_back(self, part: PartitionLedger) -> None:
+        async def seek() -> None:
+            if self.ledger.get(part.tp) is part:
+                await self._reposition({part.tp: part.next})
+
+        asyncio.ensure_future(seek())
 
     async def _seek(self, tp: TP, offset: int) -> None:
         if self.ledger.gates(tp):
@@ -227,6 +266,7 @@ class GatedConsumer(faust_aiokafka.Consumer):
         gated = [tp for tp in self.assignment() if self.ledger.gates(tp)]
         for tp in gated:
             self._new_epoch(tp)
+            self._fetch_next.pop(tp, None)  # where Faust's seek puts the fetch is not known here
         self._seeking += 1
         try:
             committed = await super().seek_to_committed()
@@ -253,7 +293,7 @@ class GatedConsumer(faust_aiokafka.Consumer):
                 if part is not None:
                     overlapped[tp] = part.next
             else:
-                kept[tp] = _UntilSeek(batch, self._epochs, tp)
+                kept[tp] = _UntilSeek(batch, self, tp)
         if overlapped:
             await self._reposition(overlapped)
         return kept, active

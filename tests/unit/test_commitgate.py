@@ -8,9 +8,12 @@ from streams.commitgate import Ledger
 ITEMS = TP("items", 3)
 
 
-def ledger():
+def ledger(seeks=None):
     counts = []
-    return Ledger({"items"}, count=lambda what, topic: counts.append((what, topic))), counts
+    g = Ledger({"items"}, count=lambda what, topic: counts.append((what, topic)))
+    if seeks is not None:
+        g.seek = seeks.append
+    return g, counts
 
 
 def admit_all(g, offsets, epoch=1):
@@ -41,10 +44,11 @@ def test_records_fetched_before_the_assignment_seek_are_dropped_and_read_again()
     assert counts == []
 
 
-def test_a_jump_inside_one_epoch_means_the_offsets_are_not_in_the_log():
+def test_a_jump_the_fetch_showed_means_the_offsets_are_not_in_the_log():
     g, counts = ledger()
     part = g.assign(ITEMS, 100, epoch=1)
-    assert g.admit(ITEMS, 105, 1) is part  # the read from 100 starts at 105 (e.g. retention)
+    g.fetched_gap(ITEMS, 1, 100, 105)  # the read from 100 starts at 105 (e.g. retention)
+    assert g.admit(ITEMS, 105, 1) is part
     assert counts == [("resume_beyond_committed", "items")]
     assert admit_all(g, [106, 107]) == [106, 107]
     assert g.delivered(part, 100, 107) and g.committable(ITEMS) == 108
@@ -53,10 +57,24 @@ def test_a_jump_inside_one_epoch_means_the_offsets_are_not_in_the_log():
 def test_a_gap_after_the_resume_is_counted_apart_and_skipped_at_a_batch_boundary():
     g, counts = ledger()
     part = g.assign(ITEMS, 0, epoch=1)
-    admit_all(g, [0, 1, 2, 4])  # offset 3: a transaction marker
+    g.fetched_gap(ITEMS, 1, 3, 4)  # offset 3: a transaction marker
+    admit_all(g, [0, 1, 2, 4])
     assert counts == [("offset_gap", "items")]
     assert g.delivered(part, 0, 2) and g.committable(ITEMS) == 3
     assert g.delivered(part, 4, 4) and g.committable(ITEMS) == 5
+
+
+def test_records_fetched_but_lost_on_the_way_are_read_again_never_skipped():
+    # The CI failure of this fix's first version: Faust skipped 10-34 (its flow control was
+    # suspended) after they were fetched; 35 arrived next in the same epoch.
+    seeks = []
+    g, counts = ledger(seeks)
+    part = g.assign(ITEMS, 10, epoch=1)
+    assert admit_all(g, [35, 36, 37]) == []
+    assert seeks == [part] and part.next == 10 and part.skipped == {}  # one seek back, no more
+    g.positioned(ITEMS, 10, epoch=2)
+    assert admit_all(g, range(10, 38), epoch=2) == list(range(10, 38))
+    assert counts == []
 
 
 def test_a_seek_back_starts_a_new_epoch_and_never_moves_past_the_next_record():
