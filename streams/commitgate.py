@@ -11,9 +11,11 @@ bookkeeping the revoke had just cleared. So for these topics:
 - Every seek of a gated partition starts a new *position epoch*, and every record carries the
   epoch of the position it was fetched from. ``Ledger`` admits only records of the partition's
   current epoch, strictly in offset order from where the partition was positioned; a record of
-  an older epoch is dropped (the seek reads it again). Within one epoch, the fetch is sequential
-  from the seek, so an offset past the next expected one means the offsets between are not in
-  the log (transaction markers, retention): counted and logged, never guessed.
+  an older epoch is dropped (the seek reads it again). A jump past the next expected offset is
+  taken only where the fetch itself jumped (offsets not in the log: transaction markers,
+  retention), counted and logged. Any other jump means records were fetched but lost on the way
+  to the pipeline (Faust skips events while its flow control is suspended): the partition is
+  read again from the next expected offset.
 - Commits go only up to the end of what was delivered contiguously. Delivery reported against
   an earlier assignment (the partition was revoked meanwhile) is ignored: the next owner, maybe
   this worker again, re-reads those records from the committed offset.
