@@ -14,6 +14,7 @@ import fastjsonschema
 import orjson
 
 from . import load
+from .quickcheck import Unsupported, compile_quick
 
 MALFORMED_JSON = "malformed_json"
 SCHEMA_VIOLATION = "schema_violation"
@@ -60,7 +61,12 @@ class Validator:
     """Parses and validates one kind of event; ``__call__`` returns the event as a dict."""
 
     def __init__(self, schema_file: str):
-        self._check = fastjsonschema.compile(load(schema_file))
+        schema = load(schema_file)
+        try:
+            self._quick = compile_quick(schema)
+        except Unsupported:
+            self._quick = lambda event: False
+        self._check = fastjsonschema.compile(schema)  # after: it rewrites the schema it is given
 
     def __call__(self, raw: bytes, key: bytes | None = None) -> dict:
         try:
@@ -68,7 +74,8 @@ class Validator:
         except orjson.JSONDecodeError as exc:
             raise InvalidEvent(MALFORMED_JSON, str(exc)) from None
         try:
-            self._check(event)
+            if not self._quick(event):
+                self._check(event)
         except fastjsonschema.JsonSchemaValueException as exc:
             # The message names the field, never echoes its value (it may be personal data).
             raise InvalidEvent(_reason(exc), _detail(exc)) from None

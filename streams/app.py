@@ -15,6 +15,7 @@ from .commitgate import GatedConsumer, Ledger
 from .metrics import Metrics
 from .config import Settings
 from .pipeline import Pipeline
+from .tablewrites import TableWriter
 
 RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
 
@@ -114,23 +115,15 @@ def create_app(settings: Settings) -> ImrefApp:
     connections = [build_connection(c) for c in settings.connections
                    if c.direction == "into_impact" and c.data_type == "conversions"]
     metrics = app.metrics = Metrics([c.name for c in connections])
-    ledger = app.ledger = Ledger({t.order_items}, count=metrics.inc)
-    pipeline = app.pipeline = Pipeline(settings, ledger=ledger, clicks_table=clicks_table, cuts_table=cuts_table,
-                                       dead_letter=dead_letter, unattributed=unattributed,
+    ledger = app.ledger = Ledger(count=metrics.inc)
+    pipeline = app.pipeline = Pipeline(settings, ledger=ledger, clicks_table=TableWriter(clicks_table),
+                                       cuts_table=cuts_table, dead_letter=dead_letter, unattributed=unattributed,
                                        connections=connections, metrics=metrics)
-
-    @app.agent(clicks_topic, name="clicks")
-    async def clicks(stream):
-        async for event in stream.events():
-            await pipeline.on_click(event)
-
-    @app.agent(items_topic, name="order-items")
-    async def order_items(stream):
-        # Never acked to Faust: the commit gate commits what the delivery lanes confirmed.
-        async for event in stream.noack().events():
-            sealed = pipeline.on_item(event)
-            if sealed:
-                await pipeline.submit(sealed)
+    # Both topics reach the pipeline a fetch at a time through the commit gate, not as agents:
+    # subscribed here so that Faust still assigns them, co-partitioned with the tables.
+    for topic, handler in ((clicks_topic, pipeline.on_clicks), (items_topic, pipeline.on_items)):
+        app.topics.add(topic)
+        ledger.route(topic.get_topic_name(), handler)
 
     @app.timer(interval=0.5)
     async def tick():

@@ -66,18 +66,18 @@ class Metrics:
             self.health[name] = ConnectionHealth()
 
     # -- called by the pipeline -----------------------------------------------------------
-    def inc(self, what: str, label: str | None = None) -> None:
+    def inc(self, what: str, label: str | None = None, n: int = 1) -> None:
         if what in ("clicks_in", "items_in"):
-            self.events_in.labels(what[:-3]).inc()
+            self.events_in.labels(what[:-3]).inc(n)
         elif what == "joined":
-            self.joined.inc()
+            self.joined.inc(n)
         elif what == "redelivered":
-            self.redelivered.inc()
+            self.redelivered.inc(n)
         elif what in ("offset_gap", "resume_beyond_committed"):
-            self.offset_jumps.labels(label, what).inc()
+            self.offset_jumps.labels(label, what).inc(n)
         elif what in self.counts:
-            (self.dead_letter if what == "dead_letter" else self.unattributed).labels(label).inc()
-            self.counts[what][label] = self.counts[what].get(label, 0) + 1
+            (self.dead_letter if what == "dead_letter" else self.unattributed).labels(label).inc(n)
+            self.counts[what][label] = self.counts[what].get(label, 0) + n
         else:
             raise ValueError(f"unknown metric {what!r}")
 

@@ -16,14 +16,11 @@ modification stream is a ``Pipeline`` with its own topic, cut table, file title 
 from __future__ import annotations
 
 import logging
-import weakref
 from collections import defaultdict
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from time import monotonic
 
-from faust.streams import _current_event
 from prometheus_client import Counter
 
 from connectors import build_connection
@@ -34,6 +31,7 @@ from .batching import Batch, Entry
 from .config import Settings
 from .csvfile import Row, neutralise
 from .pipeline import Pipeline
+from .tablewrites import in_partition
 
 log = logging.getLogger(__name__)
 
@@ -94,17 +92,6 @@ def modification_row(order_id: str, order: dict, amount: str, reason: str) -> Ro
     return (neutralise(order_id), str(order["action_tracker_id"]), amount, currency, neutralise(reason))
 
 
-@contextmanager
-def _processing(event):
-    """Table writes outside the stream (a delivery lane) as if inside the record's own stream:
-    RocksDB stores pick the partition of a write from the current event."""
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
-
-
 # -- the stream ---------------------------------------------------------------------------------
 class ModificationPipeline(Pipeline):
     def __init__(self, settings: Settings, *, ledger, reported_table, cuts_table, dead_letter, unmatched,
@@ -135,7 +122,7 @@ class ModificationPipeline(Pipeline):
         name = batch.file_name(self.conversion_title)
         sent = []
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        with _processing(batch.entries[0].handle):
+        with in_partition(batch.partition):
             for order_id, rows in orders.items():
                 known = self.reported.get(order_id)
                 # A batch acked again after a restart must not wipe the changes applied since;
@@ -148,51 +135,55 @@ class ModificationPipeline(Pipeline):
         for fut in sent:
             await fut
 
-    def on_change(self, event) -> list[Batch]:
-        msg = event.message
-        batcher = self._admit(msg)
-        if batcher is None:
-            return []
-        entry = Entry(msg.offset, int(msg.timestamp * 1000), handle=event)
-        if not batcher.was_delivered(msg.offset):
-            self._apply(entry, event)
-        return batcher.add(entry, monotonic())
+    async def on_changes(self, tp, records, epoch: int) -> None:
+        """One fetch of an order-changes partition, in offset order."""
+        sealed, clock = [], monotonic()
+        for record in records:
+            batcher = self._admit(tp, record.offset, epoch)
+            if batcher is None:
+                continue
+            entry = Entry(record.offset, record.timestamp, handle=record)
+            if not batcher.was_delivered(record.offset):
+                with in_partition(tp.partition):  # RocksDB stores write by partition
+                    self._apply(entry, record)
+            sealed += batcher.add(entry, clock)
+        if sealed:
+            await self.submit(sealed)
 
-    def _apply(self, entry: Entry, event) -> None:
+    def _apply(self, entry: Entry, record) -> None:
         if self.changes_in is not None:
             self.changes_in.inc()
         try:
-            change = validate_order_change(event.value, event.key)
+            change = validate_order_change(record.value, record.key)
         except InvalidEvent as exc:
-            entry.confirm = self._send_soon(self.dead_letter, event, exc.reason, exc.detail)
+            entry.confirm = self._send_soon(self.dead_letter, record, exc.reason, exc.detail)
             self._count("dead_letter", exc.reason)
             return
         order_id = entry.order_id = change["order_id"]
         order = self.reported.get(order_id)
         if order is None:
-            return self._unmatched(entry, event, ORDER_NOT_REPORTED, "no conversion with this order id was delivered")
+            return self._unmatched(entry, record, ORDER_NOT_REPORTED, "no conversion with this order id was delivered")
         done = order["applied"].get(str(entry.offset))
         if done is None:
             if duplicate_of(order, change, entry.offset) is not None:
-                return self._unmatched(entry, event, DUPLICATE_CHANGE, "this change_id was already applied to the order")
+                return self._unmatched(entry, record, DUPLICATE_CHANGE, "this change_id was already applied to the order")
             items = remaining_items(order["items"], change)
             done = order_amount(items)
             if done == order_amount(order["items"]):
-                return self._unmatched(entry, event, NOTHING_TO_CHANGE, "the reported amount would not change")
+                return self._unmatched(entry, record, NOTHING_TO_CHANGE, "the reported amount would not change")
             # The new state is confirmed before the row's record is acked: the next change of
             # the order starts from it, and a re-read of this record finds its row in ``applied``.
             order = {**order, "items": items, "applied": {**order["applied"], str(entry.offset): done},
                      "changes": {**order.get("changes", {}), change["change_id"]: entry.offset}}
             self.reported.data[order_id] = order
-            entry.confirm = self.reported.send_changelog(event.message.partition, order_id, order)
+            entry.confirm = self.reported.send_changelog(record.partition, order_id, order)
         entry.row = modification_row(order_id, order, done, change["reason"])
 
-    def _unmatched(self, entry: Entry, event, reason: str, detail: str) -> None:
-        entry.confirm = self._send_soon(self.unattributed, event, reason, detail)
+    def _unmatched(self, entry: Entry, record, reason: str, detail: str) -> None:
+        entry.confirm = self._send_soon(self.unattributed, record, reason, detail)
         if self.unmatched_count is not None:
             self.unmatched_count.labels(reason).inc()
-        log.info("order change at partition %d offset %d unmatched: %s", event.message.partition,
-                 event.message.offset, reason)
+        log.info("order change at partition %d offset %d unmatched: %s", record.partition, record.offset, reason)
 
 
 def install(app, settings: Settings, *, pipeline: Pipeline, ledger, dead_letter, metrics) -> ModificationPipeline | None:
@@ -210,16 +201,12 @@ def install(app, settings: Settings, *, pipeline: Pipeline, ledger, dead_letter,
     # both see the same partition, since changes and order items share key and partition count.
     reported = app.Table("reported-orders", partitions=t.partitions, key_type=str)
     cuts = app.Table("modification-cuts", partitions=t.partitions, key_type=str, store="memory://modification-cuts")
-    ledger.topics.add(t.order_changes)
     mods = ModificationPipeline(settings, ledger=ledger, reported_table=reported, cuts_table=cuts, dead_letter=dead_letter,
                                 unmatched=unmatched, connections=connections, metrics=metrics)
     pipeline.delivered_hooks.append(mods.record_reported)
 
-    @app.agent(changes_topic, name="order-changes")
-    async def order_changes(stream):
-        # Never acked to Faust: the commit gate commits what the delivery lanes confirmed.
-        async for event in stream.noack().events():
-            await mods.submit(mods.on_change(event))
+    app.topics.add(changes_topic)
+    ledger.route(t.order_changes, mods.on_changes)
 
     app.timer(interval=0.5)(mods.tick)
     app.on_partitions_revoked.connect(

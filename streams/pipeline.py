@@ -27,14 +27,14 @@ NO_CLICK = "no_click"
 CLICK_OUTSIDE_WINDOW = "click_outside_window"
 
 
-def origin_headers(event: Any, reason: str, detail: str = "") -> list[tuple[str, bytes]]:
-    msg = event.message
+def origin_headers(record: Any, reason: str, detail: str = "") -> list[tuple[str, bytes]]:
+    """Where a side-output record came from; ``record`` is a fetched record or a Faust message."""
     return [
         ("imref.reason", reason.encode()),
         ("imref.detail", detail.encode()),
-        ("imref.source.topic", msg.topic.encode()),
-        ("imref.source.partition", str(msg.partition).encode()),
-        ("imref.source.offset", str(msg.offset).encode()),
+        ("imref.source.topic", record.topic.encode()),
+        ("imref.source.partition", str(record.partition).encode()),
+        ("imref.source.offset", str(record.offset).encode()),
     ]
 
 
@@ -70,47 +70,72 @@ class Pipeline:
         self.delivered_hooks: list = []
 
     # -- clicks ---------------------------------------------------------------------------
-    async def on_click(self, event) -> None:
-        try:
-            click = validate_click(event.value, event.key)
-        except InvalidEvent as exc:
-            await self._send(self.dead_letter, event, exc.reason, exc.detail)  # confirmed before the ack
+    async def on_clicks(self, tp, records, epoch: int) -> None:
+        """One fetch of a clicks partition: the newest history per customer into the table, the
+        items waiting for those customers attributed. Counted as processed (committable) once
+        done; the changelog writes are flushed by the commit before the offsets."""
+        histories, dead, part, first, last, taken = {}, [], None, -1, -1, 0
+        keep, window_s, partition = self.s.attribution.clicks_per_customer, self.window_s, tp.partition
+        for record in records:
+            source = self.ledger.admit(tp, record.offset, epoch)
+            if source is None:
+                continue
+            part, last = source, record.offset
+            first = last if first < 0 else first
+            try:
+                click = validate_click(record.value, record.key)
+            except InvalidEvent as exc:
+                dead.append(self._send_soon(self.dead_letter, record, exc.reason, exc.detail))
+                self._count("dead_letter", exc.reason)
+                continue
+            taken += 1
+            key = click["customer_id"]
+            history = histories[key] = remember(histories.get(key) or self.clicks.get(key),
+                                                event_time(click).timestamp(), click["im_ref"], keep, window_s)
+            for waiting in self._waiting.pop((partition, key), ()):
+                if waiting[0].pending and not self._try_attribute(waiting, history):
+                    self._waiting.setdefault((partition, key), []).append(waiting)
+        if part is None:
             return
-        key = click["customer_id"]
-        history = remember(self.clicks.get(key), event_time(click).timestamp(), click["im_ref"],
-                           self.s.attribution.clicks_per_customer, self.window_s)
-        self.clicks[key] = history
-        self._count("clicks_in")
-        for waiting in self._waiting.pop((event.message.partition, key), ()):
-            if waiting[0].pending and not self._try_attribute(waiting, history):
-                self._waiting.setdefault((event.message.partition, key), []).append(waiting)
+        self.clicks.put(partition, histories)
+        self._count("clicks_in", n=taken)
+        for fut in dead:  # confirmed before the offsets are: a dead letter is never lost
+            await fut
+        self.ledger.delivered(part, first, last)
 
     # -- order items ----------------------------------------------------------------------
-    def on_item(self, event) -> list[Batch]:
-        msg = event.message
-        batcher = self._admit(msg)
+    async def on_items(self, tp, records, epoch: int) -> None:
+        """One fetch of an order-items partition, in offset order."""
+        sealed, now, clock = [], datetime.now(timezone.utc), monotonic()
+        for record in records:
+            sealed += self._item(tp, record, epoch, now, clock)
+        if sealed:
+            await self.submit(sealed)
+
+    def _item(self, tp, record, epoch: int, now: datetime, clock: float) -> list[Batch]:
+        batcher = self._admit(tp, record.offset, epoch)
         if batcher is None:
             return []
-        entry = Entry(msg.offset, int(msg.timestamp * 1000), handle=event)
-        if batcher.was_delivered(msg.offset):
-            return batcher.add(entry, monotonic())
+        entry = Entry(record.offset, record.timestamp, handle=record)
+        if batcher.was_delivered(record.offset):
+            return batcher.add(entry, clock)
         self._count("items_in")
         try:
-            item, occurred = parse_item(event.value, event.key, self.s.impact.max_event_age_days)
+            item, occurred = parse_item(record.value, record.key, self.s.impact.max_event_age_days, now)
         except InvalidEvent as exc:
-            entry.confirm = self._send_soon(self.dead_letter, event, exc.reason, exc.detail)
+            entry.confirm = self._send_soon(self.dead_letter, record, exc.reason, exc.detail)
             self._count("dead_letter", exc.reason)
         else:
             entry.order_id = item["order_id"]
-            waiting = (entry, item, occurred, event)
+            waiting = (entry, item, occurred, record)
             click_id = item.get("im_ref")
             if click_id:
                 entry.row = self._row(item, occurred, click_id)
             elif not self._try_attribute(waiting, self.clicks.get(item["customer_id"])):
                 entry.pending = True
-                self._waiting.setdefault((msg.partition, item["customer_id"]), []).append(waiting)
-                self._deadlines.append((monotonic() + self.grace_s, msg.partition, item["customer_id"], waiting))
-        return batcher.add(entry, monotonic())
+                self._waiting.setdefault((tp.partition, item["customer_id"]), []).append(waiting)
+                self._deadlines.append((clock + self.grace_s, tp.partition, item["customer_id"], waiting))
+        return batcher.add(entry, clock)
 
     def _row(self, item: dict, occurred: datetime, click_id: str):
         self._count("joined")
@@ -133,11 +158,11 @@ class Pipeline:
         """Items whose grace ran out go to the unattributed topic, never into a file."""
         while self._deadlines and self._deadlines[0][0] <= now:
             _, partition, key, waiting = self._deadlines.popleft()
-            entry, _, _, event = waiting
+            entry, _, _, record = waiting
             if not entry.pending or entry.batch is None:
                 continue
             reason = CLICK_OUTSIDE_WINDOW if self.clicks.get(key) else NO_CLICK
-            fut = self._send_soon(self.unattributed, event, reason, f"no click within {self.grace_s:g}s grace")
+            fut = self._send_soon(self.unattributed, record, reason, f"no click within {self.grace_s:g}s grace")
             self._count("unattributed", reason)
             queue = self._waiting.get((partition, key), [])
             if waiting in queue:
@@ -147,13 +172,13 @@ class Pipeline:
             self._resolved(resolve(entry, None, fut))
 
     # -- batches --------------------------------------------------------------------------
-    def _admit(self, msg) -> PartitionBatcher | None:
+    def _admit(self, tp, offset: int, epoch: int) -> PartitionBatcher | None:
         """The batcher for the record's partition, or None when the commit gate drops the record
         (fetched before the partition's last seek, or held or delivered already)."""
-        source = self.ledger.admit(msg.tp, msg.offset, msg.position_epoch)
+        source = self.ledger.admit(tp, offset, epoch)
         if source is None:
             return None
-        partition, offset = msg.partition, msg.offset
+        partition = tp.partition
         batcher = self._batchers.get(partition)
         if batcher is None or batcher.source is not source:
             recorded = [tuple(c) for c in self.cuts.get(str(partition)) or () if c[1] >= offset]
@@ -248,13 +273,10 @@ class Pipeline:
             batch.resolved_event.set()
 
     # -- side outputs ---------------------------------------------------------------------
-    def _send_soon(self, topic, event, reason: str, detail: str):
-        return topic.send_soon(key=event.key, value=event.value, headers=origin_headers(event, reason, detail))
+    def _send_soon(self, topic, record, reason: str, detail: str):
+        """``record``: a fetched record or a Faust message (same fields)."""
+        return topic.send_soon(key=record.key, value=record.value, headers=origin_headers(record, reason, detail))
 
-    async def _send(self, topic, event, reason: str, detail: str) -> None:
-        self._count("dead_letter", reason)
-        await (await topic.send(key=event.key, value=event.value, headers=origin_headers(event, reason, detail)))
-
-    def _count(self, what: str, label: str | None = None) -> None:
+    def _count(self, what: str, label: str | None = None, n: int = 1) -> None:
         if self.metrics is not None:
-            self.metrics.inc(what, label)
+            self.metrics.inc(what, label, n)

@@ -55,14 +55,14 @@ def parse_mounted_config(text: str, secrets_dir: Path) -> Settings:
 
 
 def app_topology(s: Settings) -> tuple[list[str], list[str]]:
-    """(agent source topics, table changelog topics) of the real Faust app for these settings.
+    """(source topics the worker consumes, table changelog topics) of the real Faust app.
 
     Built, never started: nothing connects. The broker security is dropped because it would load
     the pod's CA file; it does not change which topics and tables exist."""
     from streams.app import create_app
 
     app = create_app(s.model_copy(update={"kafka": KafkaSettings()}))
-    sources = sorted(t for agent in app.agents.values() for t in agent.channel.topics)
+    sources = sorted({t for channel in app.topics for t in channel.topics} - {t.changelog_topic.get_topic_name() for t in app.tables.values()})
     changelogs = sorted(table.changelog_topic.get_topic_name() for table in app.tables.values())
     return sources, changelogs
 

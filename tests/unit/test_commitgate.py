@@ -10,7 +10,8 @@ ITEMS = TP("items", 3)
 
 def ledger(seeks=None):
     counts = []
-    g = Ledger({"items"}, count=lambda what, topic: counts.append((what, topic)))
+    g = Ledger(count=lambda what, topic: counts.append((what, topic)))
+    g.route("items", handler=None)
     if seeks is not None:
         g.seek = seeks.append
     return g, counts
