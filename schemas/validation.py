@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 from datetime import datetime, timedelta
 
 import fastjsonschema
@@ -96,8 +97,13 @@ def event_time(event: dict) -> datetime:
     return datetime.fromisoformat(event["occurred_at"])
 
 
+@lru_cache
+def _days(days: int) -> timedelta:
+    return timedelta(days=days)
+
+
 def check_event_age(occurred: datetime, now: datetime, max_age_days: int) -> None:
-    if now - occurred > timedelta(days=max_age_days):
+    if now - occurred > _days(max_age_days):
         raise InvalidEvent(EVENT_DATE_TOO_OLD, f"occurred_at is more than {max_age_days} days old; impact ignores it")
     if occurred - now > FUTURE_TOLERANCE:
         raise InvalidEvent(EVENT_DATE_IN_FUTURE, "occurred_at is more than a day in the future")

@@ -19,7 +19,7 @@ from .csvfile import Row
 log = logging.getLogger(__name__)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Entry:
     """One source record: a row, a pending item waiting for its click, or no row at all
     (dead-lettered or unattributed). ``handle`` is acked, and ``confirm`` (the side-output

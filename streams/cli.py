@@ -14,6 +14,9 @@ def run_worker(config: str, loglevel: str) -> int:
     except ConfigError as exc:
         print(f"imref-stream: {exc}", file=sys.stderr)
         return 2
+    import mode.loop
+
+    mode.loop.use("uvloop")  # before Faust makes its event loops: the consumer thread's too
     import faust
 
     from .app import create_app

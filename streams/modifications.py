@@ -147,6 +147,7 @@ class ModificationPipeline(Pipeline):
                 with in_partition(tp.partition):  # RocksDB stores write by partition
                     self._apply(entry, record)
             sealed += batcher.add(entry, clock)
+        self._publish_counts()
         if sealed:
             await self.submit(sealed)
 

@@ -65,6 +65,7 @@ class Pipeline:
         self._waiting: dict[tuple[int, str], list] = {}
         self._deadlines: deque = deque()
         self._retry = RetryPolicy()
+        self._counts: dict[tuple[str, str | None], int] = {}
         self.header = settings.impact.csv_header
         # Awaited with each delivered batch before its records are acked (streams.modifications).
         self.delivered_hooks: list = []
@@ -99,6 +100,7 @@ class Pipeline:
             return
         self.clicks.put(partition, histories)
         self._count("clicks_in", n=taken)
+        self._publish_counts()
         for fut in dead:  # confirmed before the offsets are: a dead letter is never lost
             await fut
         self.ledger.delivered(part, first, last)
@@ -109,6 +111,7 @@ class Pipeline:
         sealed, now, clock = [], datetime.now(timezone.utc), monotonic()
         for record in records:
             sealed += self._item(tp, record, epoch, now, clock)
+        self._publish_counts()
         if sealed:
             await self.submit(sealed)
 
@@ -204,6 +207,7 @@ class Pipeline:
     async def tick(self) -> None:
         now = monotonic()
         self.expire_waiting(now)
+        self._publish_counts()
         for batcher in list(self._batchers.values()):
             batch = batcher.seal_if_older(now, self.s.batch.max_age_s)
             if batch is not None:
@@ -278,5 +282,13 @@ class Pipeline:
         return topic.send_soon(key=record.key, value=record.value, headers=origin_headers(record, reason, detail))
 
     def _count(self, what: str, label: str | None = None, n: int = 1) -> None:
+        """Counted here, published per fetch (``_publish_counts``): a Prometheus update per item
+        cost as much as the item's validation."""
+        key = (what, label)
+        self._counts[key] = self._counts.get(key, 0) + n
+
+    def _publish_counts(self) -> None:
         if self.metrics is not None:
-            self.metrics.inc(what, label, n)
+            for (what, label), n in self._counts.items():
+                self.metrics.inc(what, label, n)
+        self._counts.clear()

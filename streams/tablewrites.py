@@ -43,7 +43,9 @@ class TableWriter:
 
     def __init__(self, table):
         self.table = table
-        self.get = table.data.get  # the store itself: no per-read sensor and event lookup
+        # The store itself (no per-read sensor and event lookup); the memory store's dict directly.
+        raw = getattr(table.data, "data", None)
+        self.get = raw.get if isinstance(raw, dict) else table.data.get
 
     def put(self, partition: int, items: dict) -> list:
         """Write ``items`` (key -> value) of one partition; returns the changelog sends to await

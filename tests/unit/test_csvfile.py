@@ -2,11 +2,11 @@ import csv
 import io
 from datetime import datetime, timedelta, timezone
 
-from streams.csvfile import conversion_row, neutralise, render
+from streams.csvfile import conversion_row, event_date, neutralise, render
 
 SEED_HEADER = "CampaignId,ActionTrackerId,EventDate,OrderId,ClickId,CustomerId,CurrencyCode,Amount,Category,Sku,Quantity"
 ITEM = {"order_id": "01928374", "customer_id": "BCZ2WVSH674563PDPYOTM3AXDQ", "currency": "USD", "amount": "42.50",
-        "category": "Blacksmithing", "sku": "A-198237465", "quantity": 1}
+        "category": "Blacksmithing", "sku": "A-198237465", "quantity": 1, "occurred_at": "2021-11-23T18:00:22.517Z"}
 AT = datetime(2021, 11, 23, 18, 0, 22, 517000, tzinfo=timezone.utc)
 
 
@@ -19,7 +19,14 @@ def test_seed_example_is_reproduced_byte_for_byte():
 
 def test_event_date_keeps_its_zone():
     at = AT.astimezone(timezone(timedelta(hours=-5)))
-    assert conversion_row(1, 2, ITEM, at, "c")[2] == "2021-11-23T13:00:22-05:00"
+    assert conversion_row(1, 2, {**ITEM, "occurred_at": at.isoformat()}, at, "c")[2] == "2021-11-23T13:00:22-05:00"
+
+
+def test_event_date_is_the_event_text_only_when_that_is_the_same_text():
+    for text in ("2021-11-23T13:00:22-05:00", "2021-11-23t13:00:22-05:00", "2021-11-23T13:00:22.5-05:00",
+                 "2021-11-23T13:00:22-0500", "2021-11-23T18:00:22Z", "2021-11-23T18:00:22+00:00"):
+        at = datetime.fromisoformat(text)
+        assert event_date(text, at) == at.isoformat(timespec="seconds"), text
 
 
 def test_rfc4180_quoting_round_trips():
