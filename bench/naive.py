@@ -1,8 +1,10 @@
-"""The baseline: a naive per-event Faust agent doing the same work with the same table.
+"""The baseline: the per-event Faust agent a competent user would write for the same job.
 
-Per event: stdlib json, the same JSON Schema through the `jsonschema` package, a table lookup,
-one csv row written and flushed. Prints one JSON line of figures when ``--expect`` rows are
-written, then exits."""
+Per event: orjson, the same JSON Schemas compiled once (fastjsonschema), a Faust table of the
+latest im_ref per customer (changelog included), one csv row into a buffered file (flushed
+when done, not per row). What it lacks against the pipeline is the batch path: every record
+pays Faust's per-event delivery. Prints one JSON line of figures when ``--expect`` items are
+processed, then exits."""
 from __future__ import annotations
 
 import argparse
@@ -12,8 +14,9 @@ import os
 import sys
 import time
 
+import fastjsonschema
 import faust
-import jsonschema
+import orjson
 
 from schemas import load
 
@@ -31,16 +34,16 @@ def main() -> None:
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     clicks, items = app.topic(args.clicks, **raw), app.topic(args.items, **raw)
     table = app.Table("clicks", key_type=str)
-    click_schema, item_schema = load("click.schema.json"), load("order-item.schema.json")
-    out = open(args.out, "a", newline="")
+    check_click, check_item = (fastjsonschema.compile(load(f)) for f in ("click.schema.json", "order-item.schema.json"))
+    out = open(args.out, "a", newline="", buffering=1 << 20)
     writer = csv.writer(out)
     state = {"rows": 0, "t0": None, "cpu0": None}
 
     @app.agent(clicks)
     async def on_click(stream):
         async for value in stream:
-            click = json.loads(value)
-            jsonschema.validate(click, click_schema)
+            click = orjson.loads(value)
+            check_click(click)
             table[click["customer_id"]] = click["im_ref"]
 
     @app.agent(items)
@@ -48,15 +51,15 @@ def main() -> None:
         async for value in stream:
             if state["t0"] is None:
                 state["t0"], state["cpu0"] = time.perf_counter(), time.process_time()
-            item = json.loads(value)
-            jsonschema.validate(item, item_schema)
+            item = orjson.loads(value)
+            check_item(item)
             ref = item.get("im_ref") or table.get(item["customer_id"])
             if ref:
                 writer.writerow([1000, 4321, item["occurred_at"], item["order_id"], ref, item["customer_id"],
                                  item["currency"], item["amount"], item["category"], item["sku"], item["quantity"]])
-                out.flush()
             state["rows"] += 1
             if state["rows"] == args.expect:
+                out.flush()
                 print(json.dumps({"items": state["rows"], "wall_s": time.perf_counter() - state["t0"],
                                   "cpu_s": time.process_time() - state["cpu0"]}), flush=True)
                 os._exit(0)

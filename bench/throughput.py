@@ -1,12 +1,14 @@
 """Order items per second: the pipeline against a naive Faust agent and a raw consumer ceiling.
 
-    python -m bench.throughput [--items 200000] [--customers 20000]
+    python -m bench.throughput [--items 200000] [--customers 40000]
 
 One local broker, one data set, produced before anything is timed (the broker's cost of
-taking the data is not counted). Each contender runs as its own process on the same topics:
+taking the data is not counted). Each contender runs as its own process (group) on the same topics:
 - ceiling:  aiokafka getmany + orjson.loads per record, nothing else (bench/ceiling.py);
-- baseline: a naive per-event Faust agent, same schema, same table, csv row per event (bench/naive.py);
-- pipeline: `imref-stream worker`, end to end into 10 000-row files in a local folder, at-least-once.
+- baseline: the per-event Faust agent a user would write, validators compiled once (bench/naive.py);
+- quix:     quix-streams doing the same join into CSV files with its own state (bench/quix.py);
+- pipeline: `imref-stream worker`, end to end into 10 000-row files in a local folder, at-least-once;
+  then two worker processes of one group on the 4 partitions (the scale-out figure).
 Wall time runs from the first record processed (pipeline: from "Worker ready") to the last row
 written; CPU is the process's user+system time over the same span, all threads.
 """
@@ -82,28 +84,62 @@ def run_json(cmd: list[str], timeout: float) -> dict:
     return json.loads(found[-1])
 
 
-def run_pipeline(broker: DevBroker, tmp: Path, prefix: str, items: int, timeout: float) -> dict:
-    cfg = write_config(tmp / "pipeline.yaml", bootstrap=broker.bootstrap, app_id=prefix, out_dir=tmp / "files",
-                       data_dir=tmp / "state", batch={"max_rows": 10_000, "max_age_s": 2},
-                       attribution={"grace_s": 2})
-    worker = WorkerProcess(cfg, tmp / "pipeline.log", env={"IMREF_TEST_TANSU_COMPAT": ""}).start()
-    worker.wait_ready(120)
-    t0, cpu0 = time.perf_counter(), cpu_seconds(worker.proc.pid)
-    # Every consumed record ends in a delivered batch (as a row, unattributed or dead-lettered).
-    delivered = re.compile(r"offsets (\d+)-(\d+) delivered")
+def run_pipeline(broker: DevBroker, tmp: Path, prefix: str, items: int, timeout: float, workers: int = 1) -> dict:
+    """``workers`` worker processes of one group on the topics' 4 partitions; CPU summed over them."""
+    procs, group = [], f"{prefix}-pipeline-{workers}"
+    for w in range(workers):
+        cfg = write_config(tmp / f"{group}-{w}.yaml", bootstrap=broker.bootstrap, app_id=group,
+                           out_dir=tmp / group, data_dir=tmp / f"{group}-state-{w}",
+                           topics={"clicks": f"{prefix}.clicks", "order_items": f"{prefix}.order-items"},
+                           batch={"max_rows": 10_000, "max_age_s": 2}, attribution={"grace_s": 2},
+                           kafka={"instance_id": f"{group}-{w}"})
+        procs.append(WorkerProcess(cfg, tmp / f"{group}-{w}.log", env={"IMREF_TEST_TANSU_COMPAT": ""}).start())
+    for worker in procs:
+        worker.wait_ready(120)
+    t0, cpu0 = time.perf_counter(), [cpu_seconds(w.proc.pid) for w in procs]
+    # Every consumed record ends in a delivered batch (as a row, unattributed or dead-lettered);
+    # a range two workers both delivered around a rebalance counts once.
+    delivered = re.compile(r"partition (\d+) offsets (\d+)-(\d+) delivered")
     done, deadline = 0, time.monotonic() + timeout
     while done < items and time.monotonic() < deadline:
         time.sleep(0.1)
-        done = sum(int(b) - int(a) + 1 for a, b in delivered.findall(worker.log_text()))
-    result = {"items": done, "wall_s": time.perf_counter() - t0, "cpu_s": cpu_seconds(worker.proc.pid) - cpu0}
-    worker.stop()
-    return result
+        ranges = {m for w in procs for m in delivered.findall(w.log_text())}
+        done = sum(int(b) - int(a) + 1 for _, a, b in ranges)
+    wall = time.perf_counter() - t0
+    cpu = sum(cpu_seconds(w.proc.pid) - c for w, c in zip(procs, cpu0))
+    for worker in procs:
+        worker.stop()
+    return {"items": done, "wall_s": wall, "cpu_s": cpu, "workers": workers}
+
+
+def peer(module: str, broker: DevBroker, tmp: Path, prefix: str, n: int, timeout: float) -> dict:
+    """A peer joining the same topics into CSV (bench/naive.py, bench/quix.py) in its own group."""
+    return run_json([sys.executable, "-m", module, "--bootstrap", broker.bootstrap, "--app-id", module,
+                     "--clicks", f"{prefix}.clicks", "--items", f"{prefix}.order-items",
+                     "--out", str(tmp / module), "--expect", str(n)], timeout)
+
+
+def contenders(broker: DevBroker, tmp: Path, prefix: str, n: int, timeout: float) -> dict:
+    """Every contender on the same produced topics, one after another: key -> figures."""
+    return {
+        "ceiling": run_json([sys.executable, "-m", "bench.ceiling", "--bootstrap", broker.bootstrap,
+                             "--items", f"{prefix}.order-items", "--expect", str(n)], timeout),
+        "baseline": peer("bench.naive", broker, tmp, prefix, n, timeout),
+        "quix": peer("bench.quix", broker, tmp, prefix, n, timeout),
+        "pipeline": run_pipeline(broker, tmp, prefix, n, timeout),
+        "pipeline x2": run_pipeline(broker, tmp, prefix, n, timeout, workers=2),
+    }
+
+
+NAMES = {"ceiling": "ceiling (aiokafka getmany + orjson)", "baseline": "naive per-event Faust agent",
+         "quix": "quix-streams", "pipeline": "pipeline (imref-stream worker)",
+         "pipeline x2": "pipeline, 2 worker processes"}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--items", type=int, default=200_000)
-    ap.add_argument("--customers", type=int, default=20_000)
+    ap.add_argument("--customers", type=int, default=40_000)
     ap.add_argument("--timeout", type=float, default=900)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d, DevBroker(Path(d) / "broker.log") as broker:
@@ -113,25 +149,11 @@ def main() -> None:
         n = produce(broker.bootstrap, prefix, args.items, args.customers)
         print(f"produced {n} order items and {args.customers} clicks in {time.perf_counter() - t:.0f}s "
               f"(not timed)", flush=True)
-        results = {
-            "ceiling (aiokafka getmany + orjson)": run_json(
-                [sys.executable, "-m", "bench.ceiling", "--bootstrap", broker.bootstrap,
-                 "--items", f"{prefix}.order-items", "--expect", str(n)], args.timeout),
-            "baseline (naive per-event Faust agent)": run_json(
-                [sys.executable, "-m", "bench.naive", "--bootstrap", broker.bootstrap, "--app-id", "bench-naive",
-                 "--clicks", f"{prefix}.clicks", "--items", f"{prefix}.order-items", "--out", str(tmp / "naive.csv"),
-                 "--expect", str(n)], args.timeout),
-            "pipeline (imref-stream worker)": run_pipeline(broker, tmp, prefix, n, args.timeout),
-        }
+        results = contenders(broker, tmp, prefix, n, args.timeout)
     print("\n| contender | items | wall s | items/s | CPU s | items per CPU-second |\n|---|---|---|---|---|---|")
-    for name, r in results.items():
-        print(f"| {name} | {r['items']} | {r['wall_s']:.1f} | {r['items'] / r['wall_s']:,.0f} | "
+    for key, r in results.items():
+        print(f"| {NAMES[key]} | {r['items']} | {r['wall_s']:.1f} | {r['items'] / r['wall_s']:,.0f} | "
               f"{r['cpu_s']:.1f} | {r['items'] / r['cpu_s']:,.0f} |")
-    per_cpu = {k: v["items"] / v["cpu_s"] for k, v in results.items()}
-    pipe, base, ceil = (per_cpu[k] for k in ("pipeline (imref-stream worker)",
-                                              "baseline (naive per-event Faust agent)",
-                                              "ceiling (aiokafka getmany + orjson)"))
-    print(f"\npipeline/baseline {pipe / base:.2f}x, pipeline/ceiling {pipe / ceil:.2f}x (items per CPU-second)")
 
 
 if __name__ == "__main__":
