@@ -1,1 +1,1 @@
-"""Faust agents, batching and delivery of impact conversion files."""
+"""The worker: clicks and order items joined, batched and delivered as impact conversion files."""

@@ -1,4 +1,4 @@
-"""The Faust app: topics, tables and agents wired to the pipeline, from validated settings."""
+"""The Faust app: topics, tables and timers wired to the pipeline, from validated settings."""
 from __future__ import annotations
 
 import asyncio

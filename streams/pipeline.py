@@ -1,7 +1,8 @@
-"""The join and batching logic the Faust agents run: validate, attribute, wait, cut, deliver.
+"""The join and batching logic: validate, attribute, wait, cut, deliver.
 
-Everything here is synchronous per event (no ``await`` on the hot path); the agents in
-``streams.app`` feed it and the delivery lanes take the sealed batches away.
+The commit gate hands it one fetch of a partition at a time (``on_clicks``, ``on_items``); the
+work per record is synchronous (no ``await`` per record, metrics counted per fetch), and the
+delivery lanes take the sealed batches away.
 """
 from __future__ import annotations
 

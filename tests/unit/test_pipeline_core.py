@@ -1,0 +1,101 @@
+"""The pipeline's per-fetch handlers, in-process: the commit gate's ledger is real, the topics and
+tables are recorders (the broker-backed proof is tests/integration/test_pipeline.py)."""
+import asyncio
+from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
+
+import orjson
+from faust.types import TP
+
+from streams.commitgate import Ledger
+from streams.config import parse_settings
+from streams.pipeline import Pipeline
+
+ITEMS, CLICKS = TP("items", 2), TP("clicks", 2)
+AT = (datetime.now(timezone.utc) - timedelta(minutes=5)).replace(microsecond=0)
+
+
+class Recorder:
+    """A topic or the clicks table: what was sent or written."""
+
+    def __init__(self):
+        self.sent, self.data = [], {}
+
+    def send_soon(self, key, value, headers):
+        self.sent.append((key, dict(headers)))
+        fut = asyncio.get_event_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+    def get(self, key):
+        return self.data.get(key)
+
+    def put(self, partition, items):
+        self.data.update(items)
+        return []
+
+
+def record(tp, offset, value: dict | bytes):
+    raw = value if isinstance(value, bytes) else orjson.dumps(value)
+    key = value.get("customer_id", "").encode() if isinstance(value, dict) else b"C1"
+    return SimpleNamespace(topic=tp.topic, partition=tp.partition, offset=offset, key=key, value=raw,
+                           timestamp=int(AT.timestamp() * 1000))
+
+
+def item(order, customer, **extra):
+    return {"order_id": order, "customer_id": customer, "occurred_at": AT.isoformat(), "currency": "USD",
+            "amount": "10.00", "category": "Garden", "sku": "S1", "quantity": 1, **extra}
+
+
+def pipeline(max_rows=100):
+    settings = parse_settings({"impact": {"campaign_id": 1000, "action_tracker_id": 4321},
+                               "batch": {"max_rows": max_rows}, "attribution": {"grace_s": 60},
+                               "connections": [{"name": "outbox", "method": "fsspec", "url": "/tmp/unused"}]})
+    ledger = Ledger()
+    topics = SimpleNamespace(dead=Recorder(), unattributed=Recorder(), clicks=Recorder())
+    p = Pipeline(settings, ledger=ledger, clicks_table=topics.clicks, cuts_table=Recorder(), dead_letter=topics.dead,
+                 unattributed=topics.unattributed, connections=[], metrics=None)
+    ledger.route("items", p.on_items)
+    ledger.route("clicks", p.on_clicks)
+    ledger.assign(ITEMS, 0, epoch=1)
+    ledger.assign(CLICKS, 0, epoch=1)
+    return p, ledger, topics
+
+
+def open_rows(p):
+    return [(e.offset, e.row and e.row[4], e.pending) for e in p._batchers[ITEMS.partition].open.entries]
+
+
+def test_a_fetch_of_items_joins_waits_and_dead_letters_in_offset_order():
+    async def run():
+        p, ledger, topics = pipeline()
+        await p.on_clicks(CLICKS, [record(CLICKS, 0, {"customer_id": "C1", "im_ref": "REF-C1",
+                                                       "occurred_at": (AT - timedelta(hours=1)).isoformat()})], 1)
+        await p.on_items(ITEMS, [record(ITEMS, 0, item("O1", "C1")),           # joined through the table
+                                 record(ITEMS, 1, item("O2", "C2")),           # no click yet: waits
+                                 record(ITEMS, 2, b"{not json"),               # dead letter
+                                 record(ITEMS, 3, item("O3", "C3", im_ref="OWN"))], 1)
+        assert open_rows(p) == [(0, "REF-C1", False), (1, None, True), (2, None, False), (3, "OWN", False)]
+        assert [(k, h["imref.reason"], h["imref.source.offset"]) for k, h in topics.dead.sent] == \
+            [(b"C1", b"malformed_json", b"2")]
+        # C2's click arrives in a later fetch of the clicks partition: the waiting item gets it.
+        await p.on_clicks(CLICKS, [record(CLICKS, 1, {"customer_id": "C2", "im_ref": "REF-C2",
+                                                       "occurred_at": (AT - timedelta(minutes=1)).isoformat()})], 1)
+        assert open_rows(p)[1] == (1, "REF-C2", False)
+        assert topics.clicks.data["C2"] == [((AT - timedelta(minutes=1)).timestamp(), "REF-C2")]
+        # Clicks are done once handled: committable; items only once their file is delivered.
+        assert ledger.committable(CLICKS) == 2 and ledger.committable(ITEMS) is None
+
+    asyncio.run(run())
+
+
+def test_records_of_an_older_position_or_out_of_order_are_not_admitted():
+    async def run():
+        p, ledger, _ = pipeline()
+        await p.on_items(ITEMS, [record(ITEMS, 0, item("O1", "C1", im_ref="R"))], epoch=0)  # before the seek
+        assert ITEMS.partition not in p._batchers
+        await p.on_items(ITEMS, [record(ITEMS, 0, item("O1", "C1", im_ref="R")),
+                                 record(ITEMS, 0, item("O1", "C1", im_ref="R"))], epoch=1)  # read twice
+        assert [e.offset for e in p._batchers[ITEMS.partition].open.entries] == [0]
+
+    asyncio.run(run())
