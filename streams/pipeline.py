@@ -67,6 +67,10 @@ class Pipeline:
         self._deadlines: deque = deque()
         self._retry = RetryPolicy()
         self._counts: dict[tuple[str, str | None], int] = {}
+        self._items_in = self._joined = 0  # the per-item counts, kept apart: the cheapest increment
+        impact = settings.impact
+        self._row_fields = (impact.campaign_id, impact.action_tracker_id)
+        self._extra_fields, self._max_age_days = impact.extra_fields, impact.max_event_age_days
         self.header = settings.impact.csv_header
         # Awaited with each delivered batch before its records are acked (streams.modifications).
         self.delivered_hooks: list = []
@@ -123,9 +127,9 @@ class Pipeline:
         entry = Entry(record.offset, record.timestamp, handle=record)
         if batcher.was_delivered(record.offset):
             return batcher.add(entry, clock)
-        self._count("items_in")
+        self._items_in += 1
         try:
-            item, occurred = parse_item(record.value, record.key, self.s.impact.max_event_age_days, now)
+            item, occurred = parse_item(record.value, record.key, self._max_age_days, now)
         except InvalidEvent as exc:
             entry.confirm = self._send_soon(self.dead_letter, record, exc.reason, exc.detail)
             self._count("dead_letter", exc.reason)
@@ -142,9 +146,8 @@ class Pipeline:
         return batcher.add(entry, clock)
 
     def _row(self, item: dict, occurred: datetime, click_id: str):
-        self._count("joined")
-        return conversion_row(self.s.impact.campaign_id, self.s.impact.action_tracker_id, item, occurred, click_id,
-                              self.s.impact.extra_fields)
+        self._joined += 1
+        return conversion_row(*self._row_fields, item, occurred, click_id, self._extra_fields)
 
     def _try_attribute(self, waiting, history) -> bool:
         entry, item, occurred, _ = waiting
@@ -289,6 +292,9 @@ class Pipeline:
         self._counts[key] = self._counts.get(key, 0) + n
 
     def _publish_counts(self) -> None:
+        self._count("items_in", n=self._items_in)
+        self._count("joined", n=self._joined)
+        self._items_in = self._joined = 0
         if self.metrics is not None:
             for (what, label), n in self._counts.items():
                 self.metrics.inc(what, label, n)
