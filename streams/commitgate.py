@@ -13,7 +13,8 @@ bookkeeping the revoke had just cleared. So for these topics:
   current epoch, strictly in offset order from where the partition was positioned; a record of
   an older epoch is dropped (the seek reads it again). A jump past the next expected offset is
   taken only where the fetch itself jumped (offsets not in the log: transaction markers,
-  retention), counted and logged. Any other jump means records were fetched but lost on the way
+  retention) -- between two records of one fetch, or at the start of a fetch only when a second
+  read positioned at the same offset agrees -- counted and logged. Any other jump means records were fetched but lost on the way
   to the pipeline (Faust skips events while its flow control is suspended): the partition is
   read again from the next expected offset.
 - Commits go only up to the end of what was delivered contiguously. Delivery reported against
@@ -53,6 +54,10 @@ class PartitionLedger:
     skipped: dict[int, int] = field(default_factory=dict)  # offsets found missing: from -> to
     fetch_gaps: dict[int, int] = field(default_factory=dict)  # jumps the fetch of this epoch showed
     reseeking: bool = False  # a seek back to ``next`` was asked for and has not happened yet
+    # A fetch that started past ``next`` (from, to): trusted only when a read positioned again
+    # at ``next`` starts at the same offset (the fetch position can move without us: see
+    # GatedConsumer._wait_next_records).
+    unconfirmed_jump: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         self.next = self.delivered_to = self.committed = self.resumed_from
@@ -122,11 +127,14 @@ class Ledger:
         part.epoch, part.reseeking = epoch, False
         part.fetch_gaps.clear()
 
-    def fetched_gap(self, tp: TP, epoch: int, first: int, last: int) -> None:
-        """The fetch of position epoch ``epoch`` went from offset ``first - 1`` straight to ``last``:
-        the offsets between are not in the log."""
+    def fetched_gap(self, tp: TP, epoch: int, first: int, last: int, within_fetch: bool = True) -> None:
+        """The fetch of position epoch ``epoch`` went from offset ``first - 1`` straight to ``last``
+        (``within_fetch``: between two records of one fetch; else a fetch positioned at ``first``
+        started at ``last``): the offsets between are not in the log."""
         part = self._parts.get(tp)
-        if part is not None and part.epoch == epoch:
+        if part is None or part.epoch != epoch:
+            return
+        if within_fetch or part.unconfirmed_jump == (first, last):
             part.fetch_gaps[first] = last
 
     def admit(self, tp: TP, offset: int, epoch: int) -> PartitionLedger | None:
@@ -146,6 +154,7 @@ class Ledger:
                 # is suspended): read them again.
                 if not part.reseeking:
                     part.reseeking = True
+                    part.unconfirmed_jump = (part.next, offset)
                     log.info("%s partition %d: offset %d arrived while %d was expected; reading again from %d",
                              tp.topic, tp.partition, offset, part.next, part.next)
                     self.seek(part)
@@ -205,13 +214,15 @@ class _UntilSeek:
 
     def __iter__(self):
         c, tp = self.consumer, self.tp
+        within_fetch = False
         for record in self.records:
             if c._epochs.get(tp, 0) != self.epoch:
                 return
             expected = c._fetch_next.get(tp)
             if expected is not None and record.offset > expected:
-                c.ledger.fetched_gap(tp, self.epoch, expected, record.offset)
+                c.ledger.fetched_gap(tp, self.epoch, expected, record.offset, within_fetch)
             c._fetch_next[tp] = record.offset + 1
+            within_fetch = True
             yield record
 
 
@@ -241,6 +252,9 @@ class GatedConsumer(faust_aiokafka.Consumer):
         self._epochs: dict[TP, int] = {}
         self._fetch_next: dict[TP, int] = {}  # the offset the fetch of the current epoch is at
         self._seeking = 0  # seeks to the committed offsets in progress (they run in the consumer thread)
+        # Gated partitions whose fetched records were dropped before they had a ledger: handing
+        # them out moved the fetch position, so they are positioned again once assigned.
+        self._stale: set[TP] = set()
 
     # -- positions ---------------------------------------------------------------------------
     def _new_epoch(self, tp: TP) -> int:
@@ -308,8 +322,11 @@ class GatedConsumer(faust_aiokafka.Consumer):
                 # Fetched while the partition was being sought: maybe from before the seek, maybe
                 # from after it (then the position is past records nobody will process).
                 part = self.ledger.get(tp)
+                self._fetch_next.pop(tp, None)  # the position moved past these records
                 if part is not None:
                     overlapped[tp] = part.next
+                else:
+                    self._stale.add(tp)
             else:
                 batches.append(_UntilSeek(batch, self, tp))
         if overlapped:
@@ -330,7 +347,13 @@ class GatedConsumer(faust_aiokafka.Consumer):
         uncommitted = [tp for tp in fresh if not self._committed_offset.get(tp)]
         start = dict(await self.earliest_offsets(*uncommitted)) if uncommitted else {}
         offsets = {tp: self._committed_offset.get(tp) or start.get(tp) or 0 for tp in fresh}
+        self._stale.difference_update(fresh)
         await self._reposition(offsets)
+        # A fetch that was in flight across the seek may have been handed out (moving the
+        # position past the committed offset) and dropped meanwhile, with no ledger to seek back.
+        while stale := {tp: offsets[tp] for tp in self._stale & offsets.keys()}:
+            self._stale.difference_update(stale)
+            await self._reposition(stale)
         for tp, offset in offsets.items():
             self.ledger.assign(tp, offset, self._epochs[tp])
 

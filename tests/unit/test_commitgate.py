@@ -45,13 +45,28 @@ def test_records_fetched_before_the_assignment_seek_are_dropped_and_read_again()
     assert counts == []
 
 
-def test_a_jump_the_fetch_showed_means_the_offsets_are_not_in_the_log():
-    g, counts = ledger()
+def test_a_fetch_starting_past_its_position_is_trusted_only_when_a_second_read_agrees():
+    # CI run of 2026-12-03: a fresh worker's first fetch was handed out while it was being
+    # sought, so its position moved to 414 unseen; the next fetch "started" at 414 and the gate
+    # took 99-413 as missing from the log. A start-of-fetch jump now needs a second read.
+    seeks = []
+    g, counts = ledger(seeks)
+    part = g.assign(ITEMS, 99, epoch=1)
+    g.fetched_gap(ITEMS, 1, 99, 414, within_fetch=False)
+    assert g.admit(ITEMS, 414, 1) is None and seeks == [part]  # read again from 99
+    g.positioned(ITEMS, 99, epoch=2)
+    assert admit_all(g, range(99, 420), epoch=2) == list(range(99, 420))  # they were there
+    assert counts == [] and part.skipped == {}
+
+    g, counts = ledger(seeks)
     part = g.assign(ITEMS, 100, epoch=1)
-    g.fetched_gap(ITEMS, 1, 100, 105)  # the read from 100 starts at 105 (e.g. retention)
-    assert g.admit(ITEMS, 105, 1) is part
+    g.fetched_gap(ITEMS, 1, 100, 105, within_fetch=False)  # the read from 100 starts at 105 (retention)
+    assert g.admit(ITEMS, 105, 1) is None
+    g.positioned(ITEMS, 100, epoch=2)
+    g.fetched_gap(ITEMS, 2, 100, 105, within_fetch=False)  # and again: the offsets are gone
+    assert g.admit(ITEMS, 105, 2) is part
     assert counts == [("resume_beyond_committed", "items")]
-    assert admit_all(g, [106, 107]) == [106, 107]
+    assert admit_all(g, [106, 107], epoch=2) == [106, 107]
     assert g.delivered(part, 100, 107) and g.committable(ITEMS) == 108
 
 
