@@ -112,9 +112,16 @@ def run_pipeline(broker: DevBroker, tmp: Path, prefix: str, items: int, timeout:
     return {"items": done, "wall_s": wall, "cpu_s": cpu, "workers": workers}
 
 
+QUIX_PYTHON = Path(__file__).parents[1] / ".venv-quix" / "bin" / "python"  # made by scripts/setup.sh
+
+
 def peer(module: str, broker: DevBroker, tmp: Path, prefix: str, n: int, timeout: float) -> dict:
-    """A peer joining the same topics into CSV (bench/naive.py, bench/quix.py) in its own group."""
-    return run_json([sys.executable, "-m", module, "--bootstrap", broker.bootstrap, "--app-id", module,
+    """A peer joining the same topics into CSV (bench/naive.py, bench/quix.py) in its own group;
+    the quix-streams one in its own virtualenv (see bench/quix.py)."""
+    python = str(QUIX_PYTHON) if module == "bench.quix" else sys.executable
+    if not Path(python).exists():
+        raise SystemExit(f"{python} is missing: run scripts/setup.sh")
+    return run_json([python, "-m", module, "--bootstrap", broker.bootstrap, "--app-id", module,
                      "--clicks", f"{prefix}.clicks", "--items", f"{prefix}.order-items",
                      "--out", str(tmp / module), "--expect", str(n)], timeout)
 

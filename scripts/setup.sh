@@ -13,3 +13,8 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/certutil ]; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium libnss3-tools >/dev/null
 fi
+# The benchmark's quix-streams peer runs in a virtualenv of its own: quixstreams brings
+# rocksdict, and with rocksdict importable Faust switches its RocksDB store (bench/quix.py).
+[ -x .venv-quix/bin/python ] || $PY -m venv .venv-quix
+.venv-quix/bin/python -m pip install --quiet --disable-pip-version-check \
+    'quixstreams>=3.28.1,<4' 'orjson>=3.9' 'fastjsonschema>=2.19'
