@@ -35,7 +35,7 @@ def event_date(text: str, occurred: datetime) -> str:
 def conversion_row(campaign_id: int, action_tracker_id: int, item: dict, occurred: datetime, click_id: str,
                    extra_fields: tuple[str, ...] = ()) -> Row:
     """``occurred``: the item's ``occurred_at``, parsed."""
-    return (
+    row = (
         str(campaign_id),
         str(action_tracker_id),
         event_date(item["occurred_at"], occurred),
@@ -47,7 +47,8 @@ def conversion_row(campaign_id: int, action_tracker_id: int, item: dict, occurre
         neutralise(item["category"]),
         neutralise(item["sku"]),
         str(item["quantity"]),
-    ) + tuple(cell(item.get(f)) for f in extra_fields)
+    )
+    return row + tuple(cell(item.get(f)) for f in extra_fields) if extra_fields else row
 
 
 def render(rows: list[Row], header: tuple[str, ...] = CSV_HEADER) -> bytes:
