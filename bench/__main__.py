@@ -61,7 +61,7 @@ def stage_throughput(broker: DevBroker, tmp: Path, size: dict) -> dict:
     prefix, bootstrap = "bench", broker.bootstrap
     create_topics(bootstrap, [f"{prefix}.clicks", f"{prefix}.order-items"], 4)
     n = throughput.produce(bootstrap, prefix, size["items"], size["customers"])
-    return throughput.contenders(broker, tmp, prefix, n, 900)
+    return throughput.contenders(broker, tmp, prefix, n, size["customers"], 900)
 
 
 def stages(broker: DevBroker, tmp: Path, size: dict, parallel: bool) -> dict:

@@ -90,29 +90,33 @@ def start_workers(broker: DevBroker, tmp: Path, prefix: str, group: str, workers
         cfg = write_config(tmp / f"{group}-{w}.yaml", bootstrap=broker.bootstrap, app_id=group,
                            out_dir=tmp / group, data_dir=tmp / f"{group}-state-{w}",
                            topics={"clicks": f"{prefix}.clicks", "order_items": f"{prefix}.order-items"},
-                           batch={"max_rows": 10_000, "max_age_s": 2}, attribution={"grace_s": 2},
-                           kafka={"instance_id": f"{group}-{w}"})
+                           batch={"max_rows": 10_000, "max_age_s": 2}, attribution={"grace_s": 2})
         procs.append(WorkerProcess(cfg, tmp / f"{group}-{w}.log", env={"IMREF_TEST_TANSU_COMPAT": ""}).start())
     for worker in procs:
         worker.wait_ready(120)
     return procs
 
 
-def run_pipeline(broker: DevBroker, tmp: Path, prefix: str, items: int, timeout: float, workers: int = 1) -> dict:
+def run_pipeline(broker: DevBroker, tmp: Path, prefix: str, items: int, timeout: float, workers: int = 1,
+                 produce_after_settle=None) -> dict:
     """``workers`` worker processes of one group on the topics' 4 partitions; CPU summed over them.
-    Several workers are measured only when the group formed in one generation, each with its
-    share: a worker that starts late joins a second generation, and the first one's stall meanwhile
-    (Tansu holds a JoinGroup for seconds) is start-up, not throughput. Else a new group tries again."""
-    assigned = re.compile(r"order-items partition \d+ assigned")
-    for attempt in range(3):
-        procs = start_workers(broker, tmp, prefix, f"{prefix}-pipeline-{workers}-{attempt}", workers)
-        if all(len(assigned.findall(w.log_text())) == 4 // workers for w in procs):
-            break
-        print(f"{workers} workers: the group formed in more than one generation; again with a new group",
-              file=sys.stderr, flush=True)
-        for worker in procs:
-            worker.stop()
+
+    With several workers the data is produced only once the group has settled
+    (``produce_after_settle``, timed from its start): workers that start together still join
+    in two generations when one creates its internal topics after the other joined, and that
+    rebalance (Tansu holds a JoinGroup for seconds) is start-up, not throughput."""
+    procs = start_workers(broker, tmp, prefix, f"{prefix}-pipeline-{workers}", workers)
+    if produce_after_settle is not None:
+        assigned = re.compile(r"assigned: resumes")
+        seen, quiet_since, deadline = -1, time.monotonic(), time.monotonic() + 90
+        while time.monotonic() - quiet_since < 8 and time.monotonic() < deadline:
+            now = sum(len(assigned.findall(w.log_text())) for w in procs)
+            if now != seen:
+                seen, quiet_since = now, time.monotonic()
+            time.sleep(0.2)
     t0, cpu0 = time.perf_counter(), [cpu_seconds(w.proc.pid) for w in procs]
+    if produce_after_settle is not None:
+        produce_after_settle()
     # Every consumed record ends in a delivered batch (as a row, unattributed or dead-lettered);
     # a range two workers both delivered around a rebalance counts once.
     delivered = re.compile(r"partition (\d+) offsets (\d+)-(\d+) delivered")
@@ -142,15 +146,19 @@ def peer(module: str, broker: DevBroker, tmp: Path, prefix: str, n: int, timeout
                      "--out", str(tmp / module), "--expect", str(n)], timeout)
 
 
-def contenders(broker: DevBroker, tmp: Path, prefix: str, n: int, timeout: float) -> dict:
-    """Every contender on the same produced topics, one after another: key -> figures."""
+def contenders(broker: DevBroker, tmp: Path, prefix: str, n: int, customers: int, timeout: float) -> dict:
+    """Every contender on the same produced topics, one after another: key -> figures. Two
+    workers get topics of their own, produced once their group has settled (run_pipeline)."""
+    scale = f"{prefix}-x2"
+    create_topics(broker.bootstrap, [f"{scale}.clicks", f"{scale}.order-items"], 4)
     return {
         "ceiling": run_json([sys.executable, "-m", "bench.ceiling", "--bootstrap", broker.bootstrap,
                              "--items", f"{prefix}.order-items", "--expect", str(n)], timeout),
         "baseline": peer("bench.naive", broker, tmp, prefix, n, timeout),
         "quix": peer("bench.quix", broker, tmp, prefix, n, timeout),
         "pipeline": run_pipeline(broker, tmp, prefix, n, timeout),
-        "pipeline x2": run_pipeline(broker, tmp, prefix, n, timeout, workers=2),
+        "pipeline x2": run_pipeline(broker, tmp, scale, n, timeout, workers=2,
+                                    produce_after_settle=lambda: produce(broker.bootstrap, scale, n, customers)),
     }
 
 
@@ -172,7 +180,7 @@ def main() -> None:
         n = produce(broker.bootstrap, prefix, args.items, args.customers)
         print(f"produced {n} order items and {args.customers} clicks in {time.perf_counter() - t:.0f}s "
               f"(not timed)", flush=True)
-        results = contenders(broker, tmp, prefix, n, args.timeout)
+        results = contenders(broker, tmp, prefix, n, args.customers, args.timeout)
     print("\n| contender | items | wall s | items/s | CPU s | items per CPU-second |\n|---|---|---|---|---|---|")
     for key, r in results.items():
         print(f"| {NAMES[key]} | {r['items']} | {r['wall_s']:.1f} | {r['items'] / r['wall_s']:,.0f} | "
