@@ -90,6 +90,9 @@ class Ledger:
         self._count = count
         # Asks the consumer to position the partition at ``part.next`` again; set by the consumer.
         self.seek: Callable[[PartitionLedger], None] = lambda part: None
+        # Stop and resume fetching a partition (backpressure from its delivery lanes); set by the consumer.
+        self.pause: Callable[[TP], None] = lambda tp: None
+        self.resume: Callable[[TP], None] = lambda tp: None
         self._parts: dict[TP, PartitionLedger] = {}
         self._last_delivered: dict[TP, int] = {}  # across assignments, for the resume log line
 
@@ -229,7 +232,8 @@ class _UntilSeek:
 # The Faust internals the adapter relies on: checked at start-up so that a Faust upgrade that
 # renames one stops the worker instead of silently losing the guarantee.
 FAUST_METHODS = ("_new_offset", "_filter_tps_with_pending_acks", "_commit", "_seek", "_wait_next_records",
-                 "perform_seek", "seek_to_committed", "seek_wait", "earliest_offsets",
+                 "perform_seek", "pause_partitions", "resume_partitions", "seek_to_committed", "seek_wait",
+                 "earliest_offsets",
                  "on_partitions_revoked", "assignment")
 FAUST_STATE = ("_read_offset", "_acked", "_acked_index", "_committed_offset")
 
@@ -249,6 +253,8 @@ class GatedConsumer(faust_aiokafka.Consumer):
         self.ledger: Ledger = self.app.ledger
         self._read_offset = _UngatedReadOffsets(self.ledger.topics)
         self.ledger.seek = self._seek_back
+        self.ledger.pause = lambda tp: self.pause_partitions([tp])
+        self.ledger.resume = lambda tp: self.resume_partitions([tp]) if tp in self.assignment() else None
         self._epochs: dict[TP, int] = {}
         self._fetch_next: dict[TP, int] = {}  # the offset the fetch of the current epoch is at
         self._seeking = 0  # seeks to the committed offsets in progress (they run in the consumer thread)

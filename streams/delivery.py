@@ -1,9 +1,10 @@
 """Delivering sealed batches to every connection, and acking their source records only after.
 
 Each partition has one lane per connection, so a connection that is down retries on its own
-while the others go on; a batch is acked when every connection has confirmed it. At most
-``max_in_flight`` batches per partition are undelivered: beyond that, ``submit`` waits and the
-agent stops pulling records (backpressure instead of unbounded memory).
+while the others go on; a batch is acked when every connection has confirmed it. ``submit``
+never waits: a partition with ``max_in_flight`` undelivered batches is ``full``, and its owner
+stops fetching that partition until ``on_change`` says a batch left (backpressure per
+partition, so the clicks and the other partitions go on: a held batch may be waiting for them).
 """
 from __future__ import annotations
 
@@ -57,7 +58,6 @@ class Job:
     """One sealed batch on its way: ``prepare`` makes the bytes once, every lane puts them."""
 
     name: str
-    held_from: int  # first source offset the job holds: nothing at or above it may be committed
     prepare: Callable[[], Awaitable[bytes | None]]
     on_delivered: Callable[[], Awaitable[None]]
     rows: int = 0
@@ -74,42 +74,40 @@ class Job:
 
 class PartitionLanes:
     def __init__(self, partition: int, connections: list[Connection], policy: RetryPolicy,
-                 max_in_flight: int = 4, metrics=None):
+                 max_in_flight: int = 4, metrics=None, on_change: Callable[[], None] = lambda: None):
         self.partition = partition
         self.policy = policy
         self.metrics = metrics  # streams.metrics.Metrics, or None
-        self._slots = asyncio.Semaphore(max_in_flight)
+        self.max_in_flight = max_in_flight
+        self.on_change = on_change  # a batch left the lanes
         self._queues = {c.name: asyncio.Queue() for c in connections}
         self._tasks = [asyncio.ensure_future(self._run(c, self._queues[c.name])) for c in connections]
         self._unfinished: list[Job] = []
-        self._cancelled = False
 
-    async def submit(self, job: Job) -> None:
-        self._unfinished.append(job)  # held from now on, before any wait (see oldest_held)
-        if self.metrics:  # visible while it waits for a slot or for its turn in a lane
+    def submit(self, job: Job) -> None:
+        self._unfinished.append(job)
+        if self.metrics:  # visible while it waits for its turn in a lane
             for name in self._queues:
                 self.metrics.file_held(name, job.name)
-        await self._slots.acquire()
-        if self._cancelled:  # the partition was revoked while this job waited for a slot
-            return
         job.remaining = len(self._queues)
         asyncio.ensure_future(job.payload())  # start recording the cut and rendering now
         for queue in self._queues.values():
             queue.put_nowait(job)
 
-    def oldest_held(self) -> int | None:
-        return self._unfinished[0].held_from if self._unfinished else None
+    @property
+    def full(self) -> bool:
+        return len(self._unfinished) >= self.max_in_flight
+
+    @property
+    def held(self) -> int:
+        return len(self._unfinished)
 
     async def wait_idle(self) -> None:
         while self._unfinished:
             await asyncio.sleep(0.05)
 
     def cancel(self) -> None:
-        """The partition was revoked: stop uploading, and free whoever waits for a slot (the
-        agent, which must go on with the other partitions)."""
-        self._cancelled = True
-        for _ in self._unfinished:
-            self._slots.release()
+        """The partition was revoked: stop uploading; the next owner re-reads these batches."""
         for task in self._tasks:
             task.cancel()
         for job in self._unfinished:
@@ -144,4 +142,4 @@ class PartitionLanes:
                 await job.on_delivered()
                 faults.point("after_ack")
                 self._unfinished.remove(job)
-                self._slots.release()
+                self.on_change()

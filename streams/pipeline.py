@@ -67,6 +67,7 @@ class Pipeline:
         self._deadlines: deque = deque()
         self._retry = RetryPolicy()
         self._counts: dict[tuple[str, str | None], int] = {}
+        self._stopping = False
         self._items_in = self._joined = 0  # the per-item counts, kept apart: the cheapest increment
         impact = settings.impact
         self._row_fields = (impact.campaign_id, impact.action_tracker_id)
@@ -203,10 +204,15 @@ class Pipeline:
             batch.resolved_event = asyncio.Event()
             if batch.resolved:
                 batch.resolved_event.set()
-            job = Job(batch.file_name(self.s.batch.file_title), batch.first, prepare=None,
+            job = Job(batch.file_name(self.s.batch.file_title), prepare=None,
                       on_delivered=lambda b=batch: self._ack(b))
             job.prepare = lambda b=batch, f=fut, j=job: self._prepare(b, f, j)
-            await self._lane(batch.partition).submit(job)
+            lane = self._lane(batch.partition, batch.source.tp)
+            lane.submit(job)
+            if lane.full and not self._stopping:
+                # Stop fetching this partition until a batch leaves (never wait here: the held
+                # batches may be waiting for clicks the same fetch loop brings).
+                self.ledger.pause(batch.source.tp)
 
     async def tick(self) -> None:
         now = monotonic()
@@ -219,6 +225,7 @@ class Pipeline:
 
     async def drain(self, timeout: float) -> None:
         """Graceful stop: seal what is open, deliver what can be delivered within the bound."""
+        self._stopping = True  # fetching stays paused
         for batcher in list(self._batchers.values()):
             batch = batcher.seal_open()
             if batch is not None:
@@ -238,12 +245,17 @@ class Pipeline:
         self._waiting = {k: v for k, v in self._waiting.items() if k[0] not in partitions}
         self._deadlines = deque(d for d in self._deadlines if d[1] not in partitions)
 
-    def _lane(self, partition: int) -> PartitionLanes:
+    def _lane(self, partition: int, tp) -> PartitionLanes:
         lane = self._lanes.get(partition)
         if lane is None:
             lane = self._lanes[partition] = PartitionLanes(partition, self.connections, self._retry,
                                                            metrics=self.metrics)
+            lane.on_change = lambda: self._maybe_resume(lane, tp)
         return lane
+
+    def _maybe_resume(self, lane: PartitionLanes, tp) -> None:
+        if not lane.full and not self._stopping and self._lanes.get(tp.partition) is lane:
+            self.ledger.resume(tp)
 
     def _record_cut(self, batch: Batch):
         """Written, and confirmed in ``_prepare``, before any upload: a restart replays the cut."""
