@@ -207,7 +207,11 @@ class Hooks:
         return len(list(self.gate.glob(f"{mark}-*")))
 
     def hold(self) -> None:
-        (self.gate / "hold").touch()
+        """A new hold: a new token, written whole (renamed into place), so a worker still held
+        by the previous hold lets go even if it never saw the file missing in between."""
+        temp = self.gate / ".hold"
+        temp.write_text(str(time.monotonic_ns()))
+        temp.replace(self.gate / "hold")
 
     def release(self) -> None:
         (self.gate / "hold").unlink(missing_ok=True)

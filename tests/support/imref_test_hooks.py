@@ -5,8 +5,8 @@ Loaded by ``sitecustomize`` when ``IMREF_TEST_HOOKS`` is set:
 - ``SIGHUP`` (mode's worker owns USR1 and USR2): the worker's consumer asks its group to rebalance, the code path a member
   joining or leaving takes. Faust rebalances eagerly, so a lone worker revokes all its
   partitions and gets them back: "the same worker loses and regains its partitions".
-- ``IMREF_TEST_HOLD=<dir>``: while ``<dir>/hold`` exists, the first upload that reaches the fault
-  point ``mid_upload`` (fsspec: the temporary file written, not yet renamed) marks itself as
+- ``IMREF_TEST_HOLD=<dir>``: while ``<dir>/hold`` exists (each hold a new token in it), the first
+  upload that reaches the fault point ``mid_upload`` (fsspec: the temporary file written, not yet renamed) marks itself as
   ``<dir>/held-<n>`` and waits in its upload thread; the event loop, heartbeats included, goes on.
   The consumer marks ``<dir>/revoked-<n>`` when it revokes partitions and ``<dir>/seeked-<n>``
   when Faust's seek to the committed offsets (after an assignment) is done.
@@ -63,17 +63,26 @@ if _hold:
 
     _holding = threading.Event()
 
+    def _hold_token() -> str | None:
+        try:
+            return (_gate / "hold").read_text()
+        except FileNotFoundError:
+            return None
+
     def _held_point(name: str) -> None:
         if name == "mid_upload":
             with _lock:
                 # One upload at a time: holding more would fill the event loop's thread pool,
                 # which the producer's host lookups need too.
-                take = (_gate / "hold").exists() and not _holding.is_set()
+                token = _hold_token()
+                take = token is not None and not _holding.is_set()
                 if take:
                     _holding.set()
             if take:
                 _mark("held")
-                while (_gate / "hold").exists():
+                # Held until this hold ends: the file gone or a new hold (a new token). Watching
+                # for the file alone missed a release followed at once by the next cycle's hold.
+                while _hold_token() == token:
                     time.sleep(0.02)
                 _holding.clear()
         _point(name)
