@@ -201,14 +201,14 @@ def test_lanes_report_each_file_held_then_uploading_retrying_delivered_and_forge
             if self.fail:
                 raise ConnectionRefusedError("nothing listens")
 
-    def job(name, first, data):
+    def job(name, data):
         async def prepare():
             return data
 
         async def delivered():
             pass
 
-        j = Job(name, first, prepare, delivered)
+        j = Job(name, prepare, delivered)
         j.rows = 2 if data else 0
         return j
 
@@ -217,7 +217,7 @@ def test_lanes_report_each_file_held_then_uploading_retrying_delivered_and_forge
         lanes = PartitionLanes(0, [Gate("ok", False), Gate("down", True)],
                                RetryPolicy(first_delay_s=0.01, max_delay_s=0.02), metrics=m)
         for n, data in (("a.csv", b"x"), ("b.csv", None), ("c.csv", b"y")):
-            await lanes.submit(job(n, ord(n[0]), data))
+            lanes.submit(job(n, data))
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             before = {(f.connection, f.name): (f.state, f.rows) for f in m.recent.values()}

@@ -24,7 +24,7 @@ def run(coro):
     return asyncio.run(coro)
 
 
-def make_job(name, first, delivered, data=b"x"):
+def make_job(name, delivered, data=b"x"):
     async def prepare():
         return data
 
@@ -38,7 +38,7 @@ def test_a_failed_upload_is_retried_and_acked_only_after_it_is_confirmed():
     async def scenario():
         conn, delivered = Flaky("ftp", failures=3), []
         lanes = PartitionLanes(0, [conn], FAST)
-        lanes.submit(make_job("a.csv", 10, delivered))
+        lanes.submit(make_job("a.csv", delivered))
         assert lanes.held == 1
         await asyncio.wait_for(lanes.wait_idle(), 5)
         lanes.cancel()
@@ -54,7 +54,7 @@ def test_one_failing_connection_does_not_hold_up_another_and_acks_wait_for_both(
         good, bad, delivered = Flaky("sftp"), Flaky("ftp", failures=10**9), []
         lanes = PartitionLanes(0, [good, bad], FAST, max_in_flight=3)
         for i in range(3):
-            lanes.submit(make_job(f"{i}.csv", i * 10, delivered))
+            lanes.submit(make_job(f"{i}.csv", delivered))
         await asyncio.sleep(0.3)
         seen = (set(good.files), list(delivered), lanes.held)
         lanes.cancel()
@@ -69,9 +69,9 @@ def test_batches_are_acked_in_order_and_batches_without_rows_upload_nothing():
     async def scenario():
         conn, delivered = Flaky("a"), []
         lanes = PartitionLanes(0, [conn], FAST)
-        lanes.submit(make_job("1.csv", 0, delivered))
-        lanes.submit(make_job("2.csv", 5, delivered, data=None))
-        lanes.submit(make_job("3.csv", 9, delivered))
+        lanes.submit(make_job("1.csv", delivered))
+        lanes.submit(make_job("2.csv", delivered, data=None))
+        lanes.submit(make_job("3.csv", delivered))
         await asyncio.wait_for(lanes.wait_idle(), 5)
         lanes.cancel()
         return conn, delivered
@@ -93,7 +93,7 @@ def test_a_full_partition_says_so_and_says_when_a_batch_left():
         conn, delivered, changes = Flaky("ftp", failures=3), [], []
         lanes = PartitionLanes(0, [conn], FAST, max_in_flight=2, on_change=lambda: changes.append(lanes.full))
         for i in range(3):
-            lanes.submit(make_job(f"{i}.csv", i * 10, delivered))  # never waits
+            lanes.submit(make_job(f"{i}.csv", delivered))  # never waits
         full_at_once = lanes.full
         await asyncio.wait_for(lanes.wait_idle(), 5)
         lanes.cancel()
@@ -109,7 +109,7 @@ def test_a_revoke_stops_the_lanes_and_delivers_nothing_more():
         down, delivered = Flaky("ftp", failures=10**9), []
         lanes = PartitionLanes(0, [down], FAST, max_in_flight=2)
         for i in range(3):
-            lanes.submit(make_job(f"{i}.csv", i * 10, delivered))
+            lanes.submit(make_job(f"{i}.csv", delivered))
         await asyncio.sleep(0.05)
         lanes.cancel()
         await asyncio.sleep(0.05)
