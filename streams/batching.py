@@ -22,15 +22,14 @@ log = logging.getLogger(__name__)
 @dataclass(eq=False, slots=True)
 class Entry:
     """One source record: a row, a pending item waiting for its click, or no row at all
-    (dead-lettered or unattributed). ``handle`` is acked, and ``confirm`` (the side-output
-    send) awaited, once the batch holding the entry is delivered."""
+    (dead-lettered or unattributed). ``confirm`` (the side-output send) is awaited before the
+    batch holding the entry is delivered."""
 
     offset: int
     timestamp_ms: int
     order_id: str | None = None
     row: Row | None = None
     pending: bool = False
-    handle: Any = None
     confirm: Any = None
     batch: "Batch | None" = None
 

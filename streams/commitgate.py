@@ -14,8 +14,8 @@ bookkeeping the revoke had just cleared. So for these topics:
   an older epoch is dropped (the seek reads it again). A jump past the next expected offset is
   taken only where the fetch itself jumped (offsets not in the log: transaction markers,
   retention) -- between two records of one fetch, or at the start of a fetch only when a second
-  read positioned at the same offset agrees -- counted and logged. Any other jump means records were fetched but lost on the way
-  to the pipeline (Faust skips events while its flow control is suspended): the partition is
+  read positioned at the same offset agrees -- counted and logged. Any other jump means records
+  were fetched but lost on the way to the pipeline (Faust skips events while its flow control is suspended): the partition is
   read again from the next expected offset.
 - Commits go only up to the end of what was delivered contiguously. Delivery reported against
   an earlier assignment (the partition was revoked meanwhile) is ignored: the next owner, maybe

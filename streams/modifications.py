@@ -142,7 +142,7 @@ class ModificationPipeline(Pipeline):
             batcher = self._admit(tp, record.offset, epoch)
             if batcher is None:
                 continue
-            entry = Entry(record.offset, record.timestamp, handle=record)
+            entry = Entry(record.offset, record.timestamp)
             if not batcher.was_delivered(record.offset):
                 with in_partition(tp.partition):  # RocksDB stores write by partition
                     self._apply(entry, record)

@@ -125,7 +125,7 @@ class Pipeline:
         batcher = self._admit(tp, record.offset, epoch)
         if batcher is None:
             return []
-        entry = Entry(record.offset, record.timestamp, handle=record)
+        entry = Entry(record.offset, record.timestamp)
         if batcher.was_delivered(record.offset):
             return batcher.add(entry, clock)
         self._items_in += 1
