@@ -39,6 +39,12 @@ def origin_headers(record: Any, reason: str, detail: str = "") -> list[tuple[str
     ]
 
 
+async def confirmed(sent) -> None:
+    """Wait for a Faust send without owning it: a revoke cancels the waiting task, and a send
+    future cancelled with it makes Faust's own completion fail (``InvalidStateError``)."""
+    await asyncio.shield(sent)
+
+
 def parse_item(raw: bytes, key: bytes | None, max_age_days: int, now: datetime | None = None) -> tuple[dict, datetime]:
     """A valid order item and its event time, or ``InvalidEvent`` with the dead-letter reason;
     shared with ``streams.replay`` so a backfill rejects exactly what the worker rejects."""
@@ -259,19 +265,21 @@ class Pipeline:
 
     def _record_cut(self, batch: Batch):
         """Written, and confirmed in ``_prepare``, before any upload: a restart replays the cut."""
-        committed = batch.source.committed
+        committed, cut = batch.source.committed, [batch.first, batch.last]
         key = str(batch.partition)
-        cuts = [c for c in self.cuts.get(key) or () if c[1] >= committed]
-        cuts.append([batch.first, batch.last])
+        # A replayed cut is recorded already: appended again, the list would grow with every
+        # re-read of the partition (a rebalance before the next commit).
+        cuts = [c for c in self.cuts.get(key) or () if c[1] >= committed and list(c) != cut]
+        cuts.append(cut)
         self.cuts.data[key] = cuts
         return self.cuts.send_changelog(batch.partition, key, cuts)
 
     async def _prepare(self, batch: Batch, cut_recorded, job: Job) -> bytes | None:
-        await cut_recorded
+        await confirmed(cut_recorded)
         await batch.resolved_event.wait()
         for entry in batch.entries:
             if entry.confirm is not None:
-                await entry.confirm
+                await confirmed(entry.confirm)
         rows = batch.rows()
         job.rows = len(rows)
         return render(rows, self.header) if rows else None

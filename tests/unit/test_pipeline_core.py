@@ -9,7 +9,7 @@ from faust.types import TP
 
 from streams.commitgate import Ledger
 from streams.config import parse_settings
-from streams.pipeline import Pipeline
+from streams.pipeline import Pipeline, confirmed
 
 ITEMS, CLICKS = TP("items", 2), TP("clicks", 2)
 AT = (datetime.now(timezone.utc) - timedelta(minutes=5)).replace(microsecond=0)
@@ -29,6 +29,9 @@ class Recorder:
 
     def get(self, key):
         return self.data.get(key)
+
+    def send_changelog(self, partition, key, value):
+        return self.send_soon(key, value, {})
 
     def put(self, partition, items):
         self.data.update(items)
@@ -97,5 +100,33 @@ def test_records_of_an_older_position_or_out_of_order_are_not_admitted():
         await p.on_items(ITEMS, [record(ITEMS, 0, item("O1", "C1", im_ref="R")),
                                  record(ITEMS, 0, item("O1", "C1", im_ref="R"))], epoch=1)  # read twice
         assert [e.offset for e in p._batchers[ITEMS.partition].open.entries] == [0]
+
+    asyncio.run(run())
+
+
+def test_a_revoke_cancelling_the_waiter_leaves_faust_send_to_faust():
+    async def scenario():
+        sent = asyncio.get_running_loop().create_future()
+        waiter = asyncio.ensure_future(confirmed(sent))
+        await asyncio.sleep(0)
+        waiter.cancel()
+        await asyncio.gather(waiter, return_exceptions=True)
+        assert waiter.cancelled() and not sent.cancelled()
+        sent.set_result("published")  # what Faust does when the broker answers
+
+    asyncio.run(scenario())
+
+
+def test_a_cut_read_again_after_a_rebalance_is_recorded_once():
+    async def run():
+        p, ledger, _ = pipeline(max_rows=2)
+        fetch = [record(ITEMS, n, item(f"O{n}", "C1", im_ref="R")) for n in range(3)]
+        await p.on_items(ITEMS, fetch, 1)  # offset 2 closes the cut 0-1
+        # Revoked before the next commit and given back: the same records, read again.
+        ledger.revoke([ITEMS])
+        p.forget({ITEMS.partition})
+        ledger.assign(ITEMS, 0, epoch=2)
+        await p.on_items(ITEMS, fetch, 2)
+        assert p.cuts.data[str(ITEMS.partition)] == [[0, 1]]
 
     asyncio.run(run())
