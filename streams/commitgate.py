@@ -234,7 +234,7 @@ class _UntilSeek:
 FAUST_METHODS = ("_new_offset", "_filter_tps_with_pending_acks", "_commit", "_seek", "_wait_next_records",
                  "perform_seek", "pause_partitions", "resume_partitions", "seek_to_committed", "seek_wait",
                  "earliest_offsets",
-                 "on_partitions_revoked", "assignment")
+                 "on_partitions_revoked", "on_partitions_assigned", "assignment")
 FAUST_STATE = ("_read_offset", "_acked", "_acked_index", "_committed_offset")
 
 
@@ -261,6 +261,10 @@ class GatedConsumer(faust_aiokafka.Consumer):
         # Gated partitions whose fetched records were dropped before they had a ledger: handing
         # them out moved the fetch position, so they are positioned again once assigned.
         self._stale: set[TP] = set()
+        # Assignments so far, and whether the last one is revoked (assignment() goes on listing
+        # revoked partitions until the next one): a seek begun in an older assignment or after
+        # a revoke must not give ledgers to partitions that are not, or no longer, ours.
+        self._assignments, self._revoked = 0, False
 
     # -- positions ---------------------------------------------------------------------------
     def _new_epoch(self, tp: TP) -> int:
@@ -346,7 +350,10 @@ class GatedConsumer(faust_aiokafka.Consumer):
         """Faust seeks every partition to its committed offset after a rebalance (and when it
         repositions a stalled fetch). A newly assigned gated partition gets a ledger, positioned
         explicitly at its committed offset (the log start if it has none)."""
+        assignment = self._assignments
         await super().perform_seek()
+        if self._revoked or assignment != self._assignments:
+            return  # Faust's recovery seeks again for the current assignment, and that seek positions them
         fresh = [tp for tp in self.assignment() if self.ledger.gates(tp) and self.ledger.get(tp) is None]
         if not fresh:
             return
@@ -364,8 +371,17 @@ class GatedConsumer(faust_aiokafka.Consumer):
             self.ledger.assign(tp, offset, self._epochs[tp])
 
     async def on_partitions_revoked(self, revoked) -> None:
+        # What is delivered is committed before the partitions go, or the next owner (maybe this
+        # worker, seconds later) reads it all again: under repeated rebalances nothing would ever
+        # be committed. A group already past this generation refuses it (Faust returns False).
+        await self.commit()
+        self._revoked = True
         self.ledger.revoke(revoked)
         await super().on_partitions_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned, generation_id: int = 0) -> None:
+        self._assignments, self._revoked = self._assignments + 1, False
+        await super().on_partitions_assigned(assigned, generation_id)
 
     # -- commits -----------------------------------------------------------------------------
     def _filter_tps_with_pending_acks(self, topics=None):

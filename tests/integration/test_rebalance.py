@@ -85,3 +85,27 @@ def test_same_worker_regains_a_partition_mid_upload_and_loses_nothing(broker, tm
     expected = {f"R{n:05d}" for n in range(60)}
     assert set(orders) == expected, f"missing {sorted(expected - set(orders))}, files {sorted(read_csv_files(out))}"
     assert max(orders.values()) == 1, f"rows in two files: {[o for o, n in orders.items() if n > 1]}"
+
+
+def test_a_revoke_commits_what_was_delivered(broker, tmp_path, app_id):
+    """Delivered before the revoke, committed by it: the periodic commit (60 s here) never ran."""
+    out, gate = tmp_path / "out", tmp_path / "gate"
+    gate.mkdir()
+    topic = f"{app_id}.order-items"
+    cfg = write_config(tmp_path / "config.yaml", bootstrap=broker.bootstrap, app_id=app_id, out_dir=out,
+                       data_dir=tmp_path / "data", batch={"max_rows": 5, "max_age_s": 60},
+                       kafka={"commit_interval_s": 60})
+    worker = WorkerProcess(cfg, tmp_path / "worker.log", env={"IMREF_TEST_HOOKS": "1",
+                                                              "IMREF_TEST_HOLD": str(gate)}).start()
+    worker.wait_ready()
+    try:
+        partition = produce(broker.bootstrap, topic, items(0, 11))[0].partition  # 0-4, 5-9 cut; 10 open
+        wait_until(lambda: sum(len(r) - 1 for r in read_csv_files(out).values()) == 10, "10 rows in files", worker)
+        assert committed_offsets(broker.bootstrap, app_id, topic).get(partition) is None
+        worker.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: (gate / "regained-2").exists(), "the partitions back", worker)  # 1: the first assignment
+        assert committed_offsets(broker.bootstrap, app_id, topic).get(partition) == 10
+        assert f"partition {partition} assigned: resumes from offset 10" in worker.log_text()
+    finally:
+        assert worker.stop() == 0
+
