@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -75,6 +76,15 @@ class WorkerProcess:
 
     def wait_ready(self, timeout: float = 90) -> float:
         return self.wait_for_log("Worker ready", timeout)
+
+    def stacks(self) -> str:
+        """Every thread's Python stack, when py-spy is installed: what a stuck worker was doing."""
+        py_spy = shutil.which("py-spy")
+        if not py_spy or self.proc.poll() is not None:
+            return "(no stacks: py-spy not installed or worker gone)"
+        done = subprocess.run([py_spy, "dump", "--pid", str(self.proc.pid)], capture_output=True, text=True,
+                              timeout=30)
+        return done.stdout + done.stderr
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)

@@ -8,8 +8,11 @@ Loaded by ``sitecustomize`` when ``IMREF_TEST_HOOKS`` is set:
 - ``IMREF_TEST_HOLD=<dir>``: while ``<dir>/hold`` exists (each hold a new token in it), the first
   upload that reaches the fault point ``mid_upload`` (fsspec: the temporary file written, not yet renamed) marks itself as
   ``<dir>/held-<n>`` and waits in its upload thread; the event loop, heartbeats included, goes on.
-  The consumer marks ``<dir>/revoked-<n>`` when it revokes partitions and ``<dir>/seeked-<n>``
-  when Faust's seek to the committed offsets (after an assignment) is done.
+  The consumer marks ``<dir>/revoked-<n>`` when it revokes partitions and ``<dir>/regained-<n>``
+  when the commit gate has positioned every gated partition of the next assignment: the
+  rebalance is over (a seek alone is not: Faust also seeks while it revokes, and a delayed seek
+  of the previous assignment can end after the revoke). A rebalance requested before that point
+  is lost: aiokafka replaces its rejoin request when the join in flight completes.
 - ``IMREF_TEST_SEEK_DELAY_S=<s>``: Faust resumes the flow of records before it seeks the stream
   partitions to their committed offsets; the delay makes records arrive in between every time
   instead of by chance.
@@ -29,6 +32,7 @@ from faust.transport.consumer import Consumer
 
 import streams.app
 from streams import faults
+from streams.commitgate import GatedConsumer
 
 _apps: list = []
 _create_app = streams.app.create_app
@@ -53,10 +57,10 @@ signal.signal(signal.SIGHUP, _rejoin)
 _hold = os.environ.get("IMREF_TEST_HOLD")
 if _hold:
     _gate = Path(_hold)
-    _counts = {name: itertools.count(1) for name in ("held", "revoked", "seeked")}
+    _counts = {name: itertools.count(1) for name in ("held", "revoked", "regained")}
     _lock = threading.Lock()
     _point = faults.point
-    _revoke, _seek = Consumer.on_partitions_revoked, Consumer.perform_seek
+    _revoke, _seek = Consumer.on_partitions_revoked, GatedConsumer.perform_seek
 
     def _mark(name: str) -> None:
         (_gate / f"{name}-{next(_counts[name])}").touch()
@@ -92,13 +96,18 @@ if _hold:
         if revoked:
             _mark("revoked")
 
+    def _gated(self) -> list:
+        return [tp for tp in self.assignment() if self.ledger.gates(tp)]
+
     async def _marked_seek(self) -> None:
+        fresh = any(self.ledger.get(tp) is None for tp in _gated(self))
         await _seek(self)
-        _mark("seeked")
+        if fresh and all(self.ledger.get(tp) is not None for tp in _gated(self)):
+            _mark("regained")
 
     faults.point = _held_point
     Consumer.on_partitions_revoked = _marked_revoke
-    Consumer.perform_seek = _marked_seek
+    GatedConsumer.perform_seek = _marked_seek
 
 _seek_delay = float(os.environ.get("IMREF_TEST_SEEK_DELAY_S", 0))
 if _seek_delay:
