@@ -2,10 +2,11 @@
 
 A batch is a contiguous offset range of one order-item partition. It is cut when the next row
 would exceed ``max_rows`` (keeping the rows of one order together where the order fits) or,
-by the caller's timer, when it is ``max_age_s`` old. Every cut is recorded durably by the
-caller before anything is uploaded; after a restart the recorded cuts are replayed exactly,
-so a batch re-formed from the same records gets the same name and the same rows, whatever
-the wall clock did.
+by the caller's timer, when it is ``max_age_s`` old or when it holds ``max_rows`` rows and its
+partition brought no record for a settle time (its last order can no longer grow: the items of
+an order are produced together). Every cut is recorded durably by the caller before anything
+is uploaded; after a restart the recorded cuts are replayed exactly, so a batch re-formed from
+the same records gets the same name and the same rows, whatever the wall clock did.
 """
 from __future__ import annotations
 
@@ -85,6 +86,9 @@ class PartitionBatcher:
         self.open: Batch | None = None
         self.next_offset = -1
         self.delivered_through = -1
+        # Monotonic time since which nothing could have added to the open batch's orders: the
+        # last record taken, or a moment the caller knows the partition was not being fetched.
+        self.quiet_since = 0.0
 
     def was_delivered(self, offset: int) -> bool:
         """The partition resumed inside a recorded batch, past its first record. A batch is only
@@ -98,6 +102,7 @@ class PartitionBatcher:
     def add(self, entry: Entry, now: float) -> list[Batch]:
         """Take the next record of the partition; return the batches this closes."""
         self.next_offset = entry.offset + 1
+        self.quiet_since = now
         sealed = self._replay_recorded_before(entry.offset)
         if self.recorded and self.recorded[0][0] <= entry.offset:
             first, last = self.recorded[0]
@@ -119,6 +124,19 @@ class PartitionBatcher:
         if self.open and not self._in_recorded_range() and now - self.open.opened_at >= max_age_s:
             return self._seal(self.open.first, self.open.last)
         return None
+
+    def seal_if_full(self, now: float, settle_s: float) -> Batch | None:
+        """The full cut: the timer asks; a batch of ``max_rows`` rows (counting items still waiting
+        for their click, as the size cut does) is cut as it is once the partition was quiet for
+        ``settle_s``, instead of waiting for the next item to push it out. A replayed recorded
+        cut is never moved."""
+        batch = self.open
+        if (batch is None or batch.potential_rows < self.max_rows or self._in_recorded_range()
+                or now - self.quiet_since < settle_s):
+            return None
+        self._seal(batch.first, batch.last)
+        self._log_cut(batch, now, f"; full, partition quiet for {now - self.quiet_since:.1f}s")
+        return batch
 
     def seal_open(self) -> Batch | None:
         """Graceful stop: close what is open unless it is a replayed cut not yet complete."""
@@ -155,10 +173,13 @@ class PartitionBatcher:
         self.open = None
         for e in moved:
             self._append(e, now)
-        # CLOCK_MONOTONIC is machine-wide: bench/latency.py times cut-to-visible from this value.
-        log.info("partition %d offsets %d-%d cut at %d rows (monotonic %.4f)",
-                 self.partition, batch.first, batch.last, batch.potential_rows, now)
+        self._log_cut(batch, now)
         return batch
+
+    def _log_cut(self, batch: Batch, now: float, how: str = "") -> None:
+        # CLOCK_MONOTONIC is machine-wide: bench/latency.py times cut-to-visible from this value.
+        log.info("partition %d offsets %d-%d cut at %d rows (monotonic %.4f)%s",
+                 self.partition, batch.first, batch.last, batch.potential_rows, now, how)
 
     def _seal(self, first: int, last: int) -> Batch:
         batch, self.open = self.open, None

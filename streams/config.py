@@ -132,6 +132,9 @@ class AttributionSettings(_Section):
 class BatchSettings(_Section):
     max_rows: int = Field(IMPACT_MAX_ROWS, ge=1, le=IMPACT_MAX_ROWS, description="Rows per file at most.")
     max_age_s: float = Field(60.0, gt=0, description="Flush a batch this long after its first row.")
+    order_settle_s: float = Field(
+        2.0, gt=0, description="A batch of `max_rows` rows is cut once its partition brought no record for this "
+        "long: checkout produces an order's items together, so its last order is complete.")
     file_title: str = Field("conversions", description="Leading part of every file name.")
 
     @field_validator("file_title")

@@ -224,8 +224,15 @@ class Pipeline:
         now = monotonic()
         self.expire_waiting(now)
         self._publish_counts()
-        for batcher in list(self._batchers.values()):
-            batch = batcher.seal_if_older(now, self.s.batch.max_age_s)
+        settings = self.s.batch
+        for partition, batcher in list(self._batchers.items()):
+            lane = self._lanes.get(partition)
+            if lane is not None and lane.full:
+                # Not fetched while its lanes are full (the rest of an order may be waiting in the
+                # log): its quiet counts from the last tick of the pause.
+                batcher.quiet_since = now
+            batch = (batcher.seal_if_older(now, settings.max_age_s)
+                     or batcher.seal_if_full(now, settings.order_settle_s))
             if batch is not None:
                 await self.submit([batch])
 

@@ -103,3 +103,34 @@ def test_resuming_at_the_first_record_of_a_recorded_batch_re_forms_it_whole():
     assert not b.was_delivered(50)
     sealed = feed(b, [(o, f"O{o}", "row") for o in range(50, 58)])
     assert [(s.first, s.last, s.delivered, len(s.rows())) for s in sealed] == [(50, 57, False, 8)]
+
+
+def test_the_timer_cuts_a_full_batch_once_its_partition_is_quiet_not_before():
+    b = PartitionBatcher(0, max_rows=4)
+    feed(b, [(0, "A", "row"), (1, "A", "row"), (2, "B", "row")], now=10.0)
+    assert b.seal_if_full(now=100.0, settle_s=2) is None  # 3 of 4 rows: only the age can cut it
+    feed(b, [(3, "B", "pending")], now=10.5)  # an item waiting for its click is a row to come
+    assert b.seal_if_full(now=12.4, settle_s=2) is None
+    batch = b.seal_if_full(now=12.5, settle_s=2)
+    assert (batch.first, batch.last, batch.potential_rows) == (0, 3, 4) and b.open is None
+    assert feed(b, [(4, "C", "row")], now=13.0) == [] and b.open.first == 4
+
+
+def test_an_order_still_arriving_keeps_a_full_batch_open():
+    b = PartitionBatcher(0, max_rows=4)
+    feed(b, [(0, "A", "row"), (1, "A", "row"), (2, "B", "row")], now=10.0)
+    feed(b, [(3, "B", "row")], now=11.0)
+    assert b.seal_if_full(now=12.9, settle_s=2) is None
+    sealed = feed(b, [(4, "B", "row")], now=12.9)  # B grew: it goes whole into the next batch
+    assert [(s.first, s.last) for s in sealed] == [(0, 1)]
+    assert [e.order_id for e in b.open.entries] == ["B", "B", "B"]
+    assert b.seal_if_full(now=99.0, settle_s=2) is None
+
+
+def test_the_full_cut_never_moves_a_replayed_recorded_cut():
+    # Recorded before a restart with a larger max_rows: 0-5 holds more rows than a file now may.
+    b = PartitionBatcher(0, max_rows=3, recorded=[(0, 5)])
+    feed(b, [(o, f"O{o}", "row") for o in range(4)], now=0.0)
+    assert b.seal_if_full(now=999.0, settle_s=1) is None
+    sealed = feed(b, [(4, "O4", "row"), (5, "O5", "row")], now=1000.0)
+    assert [(s.first, s.last, len(s.rows())) for s in sealed] == [(0, 5, 6)]

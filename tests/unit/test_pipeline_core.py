@@ -16,26 +16,30 @@ AT = (datetime.now(timezone.utc) - timedelta(minutes=5)).replace(microsecond=0)
 
 
 class Recorder:
-    """A topic or the clicks table: what was sent or written."""
+    """A topic or a table: what was sent or written."""
 
     def __init__(self):
         self.sent, self.data = [], {}
 
     def send_soon(self, key, value, headers):
         self.sent.append((key, dict(headers)))
-        fut = asyncio.get_event_loop().create_future()
-        fut.set_result(None)
-        return fut
+        return done()
+
+    def send_changelog(self, partition, key, value):
+        return done()
 
     def get(self, key):
         return self.data.get(key)
 
-    def send_changelog(self, partition, key, value):
-        return self.send_soon(key, value, {})
-
     def put(self, partition, items):
         self.data.update(items)
         return []
+
+
+def done():
+    fut = asyncio.get_event_loop().create_future()
+    fut.set_result(None)
+    return fut
 
 
 def record(tp, offset, value: dict | bytes):
@@ -50,9 +54,10 @@ def item(order, customer, **extra):
             "amount": "10.00", "category": "Garden", "sku": "S1", "quantity": 1, **extra}
 
 
-def pipeline(max_rows=100):
+def pipeline(max_rows=100, settle_s=2.0):
     settings = parse_settings({"impact": {"campaign_id": 1000, "action_tracker_id": 4321},
-                               "batch": {"max_rows": max_rows}, "attribution": {"grace_s": 60},
+                               "batch": {"max_rows": max_rows, "order_settle_s": settle_s},
+                               "attribution": {"grace_s": 60},
                                "connections": [{"name": "outbox", "method": "fsspec", "url": "/tmp/unused"}]})
     ledger = Ledger()
     topics = SimpleNamespace(dead=Recorder(), unattributed=Recorder(), clicks=Recorder())
@@ -128,5 +133,27 @@ def test_a_cut_read_again_after_a_rebalance_is_recorded_once():
         ledger.assign(ITEMS, 0, epoch=2)
         await p.on_items(ITEMS, fetch, 2)
         assert p.cuts.data[str(ITEMS.partition)] == [[0, 1]]
+
+    asyncio.run(run())
+
+
+def test_the_timer_cuts_a_full_batch_of_a_quiet_partition_but_not_of_a_paused_one():
+    async def run():
+        p, _, _ = pipeline(max_rows=2, settle_s=0.05)
+        cuts = p.cuts.data
+        await p.on_items(ITEMS, [record(ITEMS, 0, item("O1", "C1", im_ref="R")),
+                                 record(ITEMS, 1, item("O1", "C1", im_ref="R"))], 1)
+        await p.tick()
+        assert ITEMS.partition not in p._lanes  # full, but just fetched: O1 may still grow
+        await asyncio.sleep(0.1)
+        await p.tick()  # the max_age_s of 60 s is far: this is the full cut, recorded like any cut
+        assert cuts["2"] == [[0, 1]] and p._batchers[ITEMS.partition].open is None
+        # Three size cuts more fill the partition's lanes (nothing confirms here): fetching stops,
+        # so the next full batch's quiet is no sign that its order is complete.
+        await p.on_items(ITEMS, [record(ITEMS, o, item(f"O{o // 2 + 1}", "C1", im_ref="R")) for o in range(2, 10)], 1)
+        assert cuts["2"][1:] == [[2, 3], [4, 5], [6, 7]] and p._lanes[ITEMS.partition].full
+        await asyncio.sleep(0.1)
+        await p.tick()
+        assert len(cuts["2"]) == 4 and p._batchers[ITEMS.partition].open.potential_rows == 2
 
     asyncio.run(run())
