@@ -8,8 +8,9 @@ and CPU: a worst case for the delivery, not an idle one. Items carry their ``im_
 had the cookie), so no batch waits for a click: in a backlog the order-items agent can run ahead
 of the clicks agent, which a live stream, where the click comes minutes before the order, does not.
 
-Counted, per batch cut by size: from the CLOCK_MONOTONIC value the worker logs at the cut (taken
-when it consumed the first item that no longer fits, streams/batching.py) to the moment this
+Counted, per full batch: from the CLOCK_MONOTONIC value the worker logs at the cut (taken when it
+consumed the first item that no longer fits, or by the timer for a full batch at the end of the
+backlog once its partition is quiet: streams/batching.py) to the moment this
 process, polling the local fsspec destination every 5 ms, first sees the file under its final
 name (fsspec writes ``.name.part`` and renames). That span holds recording the cut in the
 `batch-cuts` changelog (acks=all), rendering the CSV, the write and the rename. Batches cut by age
