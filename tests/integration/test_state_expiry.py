@@ -48,6 +48,14 @@ def wait_for_tombstones(bootstrap: str, topic: str, keys: set[bytes], worker, ti
         time.sleep(0.5)
 
 
+def reasons(bootstrap: str, topic: str) -> list[bytes]:
+    try:
+        records = read_topic(bootstrap, topic, expect=1, timeout=30)
+    except ValueError:  # no partitions: nothing was ever published to the topic
+        records = []
+    return [dict(r.headers)["imref.reason"] for r in records]
+
+
 def stored_keys(data_dir: Path, table: str) -> set[bytes]:
     keys = set()
     for path in data_dir.rglob(f"{table}-*.db"):
@@ -94,10 +102,8 @@ def test_expired_clicks_and_orders_leave_store_and_changelog(broker, tmp_path, a
         produce(broker.bootstrap, topics["order-changes"], [(b"C-NEW", orjson.dumps({
             "change_id": "R-1", "order_id": "O1", "customer_id": "C-NEW", "occurred_at": now.isoformat(),
             "kind": "cancellation", "reason": "ORDER_CANCELLED"}))])
-        unattributed = read_topic(broker.bootstrap, f"{app_id}.unattributed", expect=1, timeout=60)
-        unmatched = read_topic(broker.bootstrap, topics["unmatched-changes"], expect=1, timeout=60)
-        assert [dict(r.headers)["imref.reason"] for r in unattributed] == [b"no_click"]
-        assert [dict(r.headers)["imref.reason"] for r in unmatched] == [b"order_not_reported"]
+        assert reasons(broker.bootstrap, f"{app_id}.unattributed") == [b"no_click"]
+        assert reasons(broker.bootstrap, topics["unmatched-changes"]) == [b"order_not_reported"]
         assert worker.stop() == 0
     finally:
         if worker.proc.poll() is None:
