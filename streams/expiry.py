@@ -75,9 +75,9 @@ class Sweeper:
             return []
         return sorted(tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.changelog)
 
-    async def sweep(self, now: float | None = None) -> tuple[int, int]:
-        """One pass over the owned partitions; returns (keys deleted, values trimmed)."""
-        now = time.time() if now is None else now
+    async def sweep(self) -> None:
+        """One pass over the partitions this worker owns."""
+        now = time.time()
         deleted = trimmed = 0
         for partition in self.owned():
             for chunk in self.writer.chunks(partition, CHUNK):
@@ -90,10 +90,9 @@ class Sweeper:
                 await asyncio.sleep(0)
         if deleted or trimmed:
             log.info("table %s: %d expired keys deleted, %d values trimmed", self.name, deleted, trimmed)
-        return deleted, trimmed
 
 
-def install(app, settings, writer: TableWriter, rule: Rule) -> Sweeper:
+def install(app, settings, writer: TableWriter, rule: Rule) -> None:
     sweeper = Sweeper(app, writer, rule)
 
     async def sweep() -> None:  # Faust hands the app to a timer function that takes an argument
@@ -103,4 +102,3 @@ def install(app, settings, writer: TableWriter, rule: Rule) -> Sweeper:
             log.exception("sweep of table %s failed", sweeper.name)
 
     app.timer(interval=settings.sweep_interval_s, name=f"sweep {sweeper.name}")(sweep)
-    return sweeper
