@@ -3,7 +3,8 @@
     python -m bench [--smoke]
 
 Stages: throughput (bench/throughput.py: ceiling, naive baseline, pipeline), memory
-(bench/memory.py), recovery (bench/recovery.py), cut-to-visible latency (bench/latency.py).
+(bench/memory.py), recovery (bench/recovery.py), cut-to-visible latency (bench/latency.py),
+table state after 90 simulated days with and without expiry (bench/state_size.py).
 Every stage produces its data before it starts timing, so the broker's cost of taking the data
 is not counted. ``--smoke`` uses tiny sizes and runs the stages side by side to finish within a
 minute: it proves the programs work, its figures mean nothing.
@@ -21,13 +22,13 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench import latency, memory, recovery, throughput
+from bench import latency, memory, recovery, state_size, throughput
 from streams.devbroker import DevBroker, create_topics
 
 FULL = {"items": 200_000, "customers": 40_000, "memory_keys": [100_000, 300_000, 1_000_000],
-        "recovery_keys": 300_000, "batches": 20, "rows": 10_000}
+        "recovery_keys": 300_000, "batches": 20, "rows": 10_000, "state": {**state_size.FULL, "days": 90}}
 SMOKE = {"items": 2_000, "customers": 400, "memory_keys": [3_000, 6_000],
-         "recovery_keys": 3_000, "batches": 4, "rows": 200}
+         "recovery_keys": 3_000, "batches": 4, "rows": 200, "state": state_size.SMOKE}
 EXTRAPOLATE = 10_000_000
 
 # Row labels, in print order; tests/test_bench_smoke.py checks each has a number.
@@ -39,8 +40,9 @@ MEM_MEASURED, MEM_EXTRAPOLATED, DISK = "memory per im_ref, measured", "memory pe
     "disk (SST) per im_ref, measured"
 RECOVERY, WARM = "recovery keys/s, empty data_dir", "recovery phase s, warm data_dir"
 P50, P99 = "cut-to-visible p50 s", "cut-to-visible p99 s"
+STATE_ON, STATE_OFF = "tables on disk with expiry", "tables on disk without expiry"
 ROWS = [PIPELINE, BASELINE, QUIX, CEILING, VS_BASELINE, VS_QUIX, VS_CEILING, TWO_WALL, TWO_CPU, MEM_MEASURED, MEM_EXTRAPOLATED, DISK,
-        RECOVERY, WARM, P50, P99]
+        RECOVERY, WARM, P50, P99, STATE_ON, STATE_OFF]
 
 
 def machine() -> list[str]:
@@ -71,6 +73,7 @@ def stages(broker: DevBroker, tmp: Path, size: dict, parallel: bool) -> dict:
         "memory": lambda: memory.run(size["memory_keys"], EXTRAPOLATE),
         "recovery": lambda: recovery.run(bootstrap, _dir(tmp, "recovery"), size["recovery_keys"]),
         "latency": lambda: latency.run(bootstrap, _dir(tmp, "latency"), size["batches"], size["rows"]),
+        "state": lambda: state_size.run(size["state"]),
     }
     out = {}
     with ThreadPoolExecutor(max_workers=len(work) if parallel else 1) as pool:
@@ -90,7 +93,9 @@ def _dir(tmp: Path, name: str) -> Path:
 def table(r: dict, size: dict) -> list[tuple[str, float, str, str, str]]:
     """(label, value, unit, target, met) rows."""
     per_cpu = {k: v["items"] / v["cpu_s"] for k, v in r["throughput"].items()}
-    m, rec, lat = r["memory"], r["recovery"], r["latency"]
+    m, rec, lat, st = r["memory"], r["recovery"], r["latency"], r["state"]
+    days = size["state"]["days"]
+    on, off = state_size.at_day(st, "with", days), state_size.at_day(st, "without", days)
     largest = m["rows"][-1]
     mem_measured = largest["rss_read"] / largest["im_refs"]
     vs_base = per_cpu["pipeline"] / per_cpu["baseline"]
@@ -122,6 +127,10 @@ def table(r: dict, size: dict) -> list[tuple[str, float, str, str, str]]:
          met(rec["warm"]["recovery_s"] < 0.1 * rec["cold"]["recovery_s"])),
         (f"{P50} ({lat['batches']} batches of {size['rows']:,} rows)", lat["p50_s"], "s", "", ""),
         (f"{P99} ({lat['batches']} batches of {size['rows']:,} rows)", lat["p99_s"], "s", "<= 2", met(lat["p99_s"] <= 2)),
+        (f"{STATE_ON} after {days} simulated days (clicks + reported orders)", state_size.total(on, "sst_bytes") / 1e6,
+         "MB SST", "", ""),
+        (f"{STATE_OFF} after {days} simulated days (clicks + reported orders)",
+         state_size.total(off, "sst_bytes") / 1e6, "MB SST", "", ""),
     ]
 
 
@@ -146,6 +155,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-") as d, DevBroker(Path(d) / "broker.log") as broker:
         results = stages(broker, Path(d), size, parallel=args.smoke)
     thr, rec, mem = results["throughput"], results["recovery"], results["memory"]
+    days = size["state"]["days"]
+    on, off = state_size.at_day(results["state"], "with", days), state_size.at_day(results["state"], "without", days)
     print("\n".join(header))
     print(f"load average at end: {loadavg()}; {time.monotonic() - t0:.0f}s{' (smoke sizes)' if args.smoke else ''}")
     print("\n| figure | value | unit | target | result |\n|---|---|---|---|---|")
@@ -171,7 +182,12 @@ What was counted:
   topics"); {rec['cold']['keys_recovered']:,} keys found in RocksDB afterwards. Start to ready: cold
   {rec['cold']['ready_s']:.1f}s, warm {rec['warm']['ready_s']:.1f}s (group join included).
 - cut-to-visible: the worker consumes a produced backlog; from the monotonic time it logs at a size cut to
-  the file first seen under its final name in the local fsspec folder (5 ms polling); p99 is nearest-rank.""")
+  the file first seen under its final name in the local fsspec folder (5 ms polling); p99 is nearest-rank.
+- tables on disk: bench/state_size.py, {size['state']['clicks_per_day']:,} clicks/day from {size['state']['customers']:,}
+  customers and {size['state']['orders_per_day']:,} orders/day in simulated time, written into the worker's `clicks` and
+  `reported-orders` RocksDB stores; SST bytes of both after a full compaction, with the sweep's rules applied (default
+  settings) and without. Live keys on day {days}: clicks {on['clicks']['keys']:,} with expiry, {off['clicks']['keys']:,}
+  without; reported orders {on['reported-orders']['keys']:,} with, {off['reported-orders']['keys']:,} without.""")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from faust.web.drivers import aiohttp as faust_web
 
 from connectors import build_connection
 
-from . import collector, modifications, reports, web
+from . import collector, expiry, modifications, reports, web
 from .commitgate import GatedConsumer, Ledger
 from .metrics import Metrics
 from .config import Settings
@@ -116,7 +116,11 @@ def create_app(settings: Settings) -> ImrefApp:
                    if c.direction == "into_impact" and c.data_type == "conversions"]
     metrics = app.metrics = Metrics([c.name for c in connections])
     ledger = app.ledger = Ledger(count=metrics.inc)
-    pipeline = app.pipeline = Pipeline(settings, ledger=ledger, clicks_table=TableWriter(clicks_table),
+    clicks = TableWriter(clicks_table)
+    a = settings.attribution
+    expiry.install(app, settings, clicks,
+                   expiry.click_rule(a.window_days * expiry.DAY, a.grace_s, a.keep_late_days * expiry.DAY))
+    pipeline = app.pipeline = Pipeline(settings, ledger=ledger, clicks_table=clicks,
                                        cuts_table=cuts_table, dead_letter=dead_letter, unattributed=unattributed,
                                        connections=connections, metrics=metrics)
     # Both topics reach the pipeline a fetch at a time through the commit gate, not as agents:

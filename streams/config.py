@@ -127,6 +127,10 @@ class AttributionSettings(_Section):
     window_days: float = Field(30.0, gt=0, description="A click older than this before the order does not attribute.")
     grace_s: float = Field(30.0, ge=0, description="How long an item waits for its click before it is unattributed.")
     clicks_per_customer: int = Field(4, ge=1, le=64, description="Recent clicks kept per customer.")
+    keep_late_days: float = Field(
+        1.0, ge=0, le=88, description="Clicks stay in the table this long beyond `window_days` (plus `grace_s`) "
+        "before the sweep deletes them, for order items that reach the worker after they occurred (consumer lag, "
+        "a late producer); an item later than that can miss a click near the start of its window.")
 
 
 class BatchSettings(_Section):
@@ -151,9 +155,17 @@ def impact_safe_title(title: str) -> str:
     return title
 
 
+# impact locks an action per its template term: at most 27 days with a days-only period, and
+# "M months and D days after the end of the month" otherwise; its standard terms (0 months 27
+# days, or 1 month 0 days, after the month end) lock within 62 days of the event.
 class ModificationSettings(_Section):
     file_title: str = Field("modifications", description="Leading part of every action-modification file name; "
                             "sizes and ages as in `batch`.")
+    keep_days: float = Field(
+        90.0, gt=0, le=730, description="A reported order leaves `reported-orders` this long after it was "
+        "reported or last changed: impact's action locking period, after which impact accepts no modification. "
+        "90 covers every locking period up to 1 month and 27 days after the end of the month (at most 89 days "
+        "after the event); set it to your template term's period if that is longer (open-ended locking: 730).")
 
     @field_validator("file_title")
     @classmethod
@@ -202,6 +214,9 @@ class Settings(_Section):
     data_dir: Path = Field(Path("./data"), description="Local state (RocksDB tables).")
     store: Literal["memory://", "rocksdb://"] = Field("memory://", description="Table store; rocksdb:// in production.")
     stop_timeout_s: float = Field(20.0, gt=0, description="SIGTERM: flush and commit within this bound.")
+    sweep_interval_s: float = Field(3600.0, gt=0, description="How often clicks past the attribution window and "
+                                    "orders past `modifications.keep_days` are deleted from the tables (store and "
+                                    "changelog).")
     kafka: KafkaSettings = KafkaSettings()
     topics: TopicSettings = TopicSettings()
     impact: ImpactSettings

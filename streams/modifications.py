@@ -7,7 +7,8 @@ Batch Modifications & Reversals format (the seeds define only the conversion fil
 
 So a change can only be turned into a row for an order this worker reported: the table
 ``reported-orders`` (order id -> action tracker, currency, items and amounts, report time) is
-filled when a conversion batch is confirmed by every connection, before its records are acked.
+filled when a conversion batch is confirmed by every connection, before its records are acked,
+and rid of an order once impact has locked its action (``modifications.keep_days``, streams.expiry).
 A change for an order not (yet) reported goes to the unmatched-changes topic, never into a file.
 
 Batching, recorded cuts, delivery lanes and acks are the conversion pipeline's own: the
@@ -27,11 +28,12 @@ from connectors import build_connection
 from schemas import CSV_HEADER
 from schemas.validation import InvalidEvent, validate_order_change
 
+from . import expiry
 from .batching import Batch, Entry
 from .config import Settings
 from .csvfile import Row, neutralise
 from .pipeline import Pipeline
-from .tablewrites import in_partition
+from .tablewrites import TableWriter, in_partition
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +122,8 @@ class ModificationPipeline(Pipeline):
         if not orders:
             return
         name = batch.file_name(self.conversion_title)
-        sent = []
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        fresh = {}
         with in_partition(batch.partition):
             for order_id, rows in orders.items():
                 known = self.reported.get(order_id)
@@ -129,10 +131,8 @@ class ModificationPipeline(Pipeline):
                 # a later file with the same OrderId is impact's newest action and replaces it.
                 if known is not None and known["first_offset"] >= batch.first:
                     continue
-                value = reported_order(rows, name, batch.first, now)
-                self.reported.data[order_id] = value
-                sent.append(self.reported.send_changelog(batch.partition, order_id, value))
-        for fut in sent:
+                fresh[order_id] = reported_order(rows, name, batch.first, now)
+        for fut in self.reported.put(batch.partition, fresh):
             await fut
 
     async def on_changes(self, tp, records, epoch: int) -> None:
@@ -173,11 +173,12 @@ class ModificationPipeline(Pipeline):
             if done == order_amount(order["items"]):
                 return self._unmatched(entry, record, NOTHING_TO_CHANGE, "the reported amount would not change")
             # The new state is confirmed before the row's record is acked: the next change of
-            # the order starts from it, and a re-read of this record finds its row in ``applied``.
+            # the order starts from it, and a re-read of this record finds its row in ``applied``
+            # (``changed_at`` keeps the order in the table that long: streams.expiry).
             order = {**order, "items": items, "applied": {**order["applied"], str(entry.offset): done},
-                     "changes": {**order.get("changes", {}), change["change_id"]: entry.offset}}
-            self.reported.data[order_id] = order
-            entry.confirm = self.reported.send_changelog(record.partition, order_id, order)
+                     "changes": {**order.get("changes", {}), change["change_id"]: entry.offset},
+                     "changed_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            entry.confirm, = self.reported.put(record.partition, {order_id: order})
         entry.row = modification_row(order_id, order, done, change["reason"])
 
     def _unmatched(self, entry: Entry, record, reason: str, detail: str) -> None:
@@ -200,7 +201,8 @@ def install(app, settings: Settings, *, pipeline: Pipeline, ledger, dead_letter,
     unmatched = app.topic(t.unmatched_changes, partitions=t.partitions, **RAW)
     # Written by the delivery lanes of the conversion pipeline, read by the order-changes agent:
     # both see the same partition, since changes and order items share key and partition count.
-    reported = app.Table("reported-orders", partitions=t.partitions, key_type=str)
+    reported = TableWriter(app.Table("reported-orders", partitions=t.partitions, key_type=str))
+    expiry.install(app, settings, reported, expiry.order_rule(settings.modifications.keep_days * expiry.DAY))
     cuts = app.Table("modification-cuts", partitions=t.partitions, key_type=str, store="memory://modification-cuts")
     mods = ModificationPipeline(settings, ledger=ledger, reported_table=reported, cuts_table=cuts, dead_letter=dead_letter,
                                 unmatched=unmatched, connections=connections, metrics=metrics)
