@@ -32,7 +32,7 @@ from . import expiry
 from .batching import Batch, Entry
 from .config import Settings
 from .csvfile import Row, neutralise
-from .pipeline import Pipeline
+from .pipeline import Pipeline, confirmed
 from .tablewrites import TableWriter, in_partition
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ class ModificationPipeline(Pipeline):
                     continue
                 fresh[order_id] = reported_order(rows, name, batch.first, now)
         for fut in self.reported.put(batch.partition, fresh):
-            await fut
+            await confirmed(fut)
 
     async def on_changes(self, tp, records, epoch: int) -> None:
         """One fetch of an order-changes partition, in offset order."""

@@ -114,7 +114,7 @@ class Pipeline:
         self._count("clicks_in", n=taken)
         self._publish_counts()
         for fut in dead:  # confirmed before the offsets are: a dead letter is never lost
-            await fut
+            await confirmed(fut)
         self.ledger.delivered(part, first, last)
 
     # -- order items ----------------------------------------------------------------------
