@@ -24,6 +24,11 @@ def run(coro):
     return asyncio.run(coro)
 
 
+async def until(check) -> None:
+    while not check():
+        await asyncio.sleep(0.005)
+
+
 def make_job(name, delivered, data=b"x"):
     async def prepare():
         return data
@@ -55,7 +60,8 @@ def test_one_failing_connection_does_not_hold_up_another_and_acks_wait_for_both(
         lanes = PartitionLanes(0, [good, bad], FAST, max_in_flight=3)
         for i in range(3):
             lanes.submit(make_job(f"{i}.csv", delivered))
-        await asyncio.sleep(0.3)
+        # Uploads run in threads: a fixed sleep was too short once on a loaded machine.
+        await asyncio.wait_for(until(lambda: len(good.files) == 3), 5)
         seen = (set(good.files), list(delivered), lanes.held)
         lanes.cancel()
         return seen
@@ -110,9 +116,9 @@ def test_a_revoke_stops_the_lanes_and_delivers_nothing_more():
         lanes = PartitionLanes(0, [down], FAST, max_in_flight=2)
         for i in range(3):
             lanes.submit(make_job(f"{i}.csv", delivered))
-        await asyncio.sleep(0.05)
+        await asyncio.wait_for(until(lambda: down.attempts >= 2), 5)
         lanes.cancel()
-        await asyncio.sleep(0.05)
+        await asyncio.wait_for(asyncio.gather(*lanes._tasks, return_exceptions=True), 5)
         return delivered, [t.done() for t in lanes._tasks]
 
     delivered, done = run(scenario())
