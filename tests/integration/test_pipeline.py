@@ -61,7 +61,8 @@ def scenario(broker, tmp_path_factory):
     clicks = [click(f"C{i:03d}", f"REF{i:03d}x", NOW - timedelta(hours=1)) for i in range(20)]
     clicks.append(click("C025", "OLDREF", NOW - timedelta(days=40)))  # outside the 30-day window
     produce(broker.bootstrap, topics["clicks"], clicks)
-    bad_click = produce(broker.bootstrap, topics["clicks"], [(b"C099", b'{"customer_id": "C099", "im_ref": ')])[0]
+    bad_click_value = b'{"customer_id": "C099", "im_ref": '
+    bad_click = produce(broker.bootstrap, topics["clicks"], [(b"C099", bad_click_value)])[0]
     dead[(bad_click.topic, bad_click.partition, bad_click.offset)] = "malformed_json"
     time.sleep(1.0)
 
@@ -114,7 +115,8 @@ def scenario(broker, tmp_path_factory):
     files = read_csv_files(out)
     exit_code = worker.stop()
     return dict(files=files, expected=expected, dlq=dlq, dead=dead, unattr=unattr,
-                unattributed=unattributed, exit_code=exit_code, join_s=join_s, produced=by_value, worker=worker)
+                unattributed=unattributed, exit_code=exit_code, join_s=join_s,
+                produced={**by_value, bad_click_value: bad_click}, worker=worker)
 
 
 def rows_of(files):
@@ -172,11 +174,11 @@ def test_dead_letter_topic_holds_every_invalid_event_with_reason_and_origin(scen
 
 def test_dead_letters_keep_the_original_bytes(scenario):
     originals = {(m.topic, m.partition, m.offset): v for v, m in scenario["produced"].items()}
+    kept = {}
     for r in scenario["dlq"]:
         h = dict(r.headers)
-        origin = (h["imref.source.topic"].decode(), int(h["imref.source.partition"]), int(h["imref.source.offset"]))
-        if origin in originals:
-            assert r.value == originals[origin]
+        kept[(h["imref.source.topic"].decode(), int(h["imref.source.partition"]), int(h["imref.source.offset"]))] = r.value
+    assert kept == {origin: originals[origin] for origin in scenario["dead"]}
 
 
 def test_sigterm_stops_cleanly(scenario):
