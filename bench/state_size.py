@@ -110,8 +110,7 @@ def simulate(size: dict, expire: bool, data_dir: Path) -> list[dict]:
     settings, clicks, orders = build_tables(data_dir)
     a = settings.attribution
     window_s = a.window_days * DAY
-    rules = {"clicks": expiry.click_rule(window_s, a.grace_s, a.keep_late_days * DAY),
-             "reported-orders": expiry.order_rule(settings.modifications.keep_days * DAY)}
+    rules = expiry.rules(settings)
     tables = {"clicks": clicks, "reported-orders": orders}
     dbs = {name: [t.data._db_for_partition(p) for p in range(PARTITIONS)] for name, t in tables.items()}
     ck, cv, ok, ov = clicks.data._encode_key, clicks.data._encode_value, orders.data._encode_key, orders.data._encode_value

@@ -117,9 +117,7 @@ def create_app(settings: Settings) -> ImrefApp:
     metrics = app.metrics = Metrics([c.name for c in connections])
     ledger = app.ledger = Ledger(count=metrics.inc)
     clicks = TableWriter(clicks_table)
-    a = settings.attribution
-    expiry.install(app, settings, clicks,
-                   expiry.click_rule(a.window_days * expiry.DAY, a.grace_s, a.keep_late_days * expiry.DAY))
+    expiry.install(app, settings, clicks)
     pipeline = app.pipeline = Pipeline(settings, ledger=ledger, clicks_table=clicks,
                                        cuts_table=cuts_table, dead_letter=dead_letter, unattributed=unattributed,
                                        connections=connections, metrics=metrics)

@@ -49,6 +49,13 @@ def order_rule(keep_s: float) -> Rule:
     return fresh
 
 
+def rules(settings) -> dict[str, Rule]:
+    """The rule of each table, from the settings: the worker's and the state benchmark's one source."""
+    a = settings.attribution
+    return {"clicks": click_rule(a.window_days * DAY, a.grace_s, a.keep_late_days * DAY),
+            "reported-orders": order_rule(settings.modifications.keep_days * DAY)}
+
+
 def split(chunk: list[tuple[Any, Any]], rule: Rule, now: float) -> tuple[list, dict]:
     """The keys of ``chunk`` to delete, and the keys to rewrite with their trimmed values."""
     gone, renewed = [], {}
@@ -92,8 +99,8 @@ class Sweeper:
             log.info("table %s: %d expired keys deleted, %d values trimmed", self.name, deleted, trimmed)
 
 
-def install(app, settings, writer: TableWriter, rule: Rule) -> None:
-    sweeper = Sweeper(app, writer, rule)
+def install(app, settings, writer: TableWriter) -> None:
+    sweeper = Sweeper(app, writer, rules(settings)[writer.table.name])
 
     async def sweep() -> None:  # Faust hands the app to a timer function that takes an argument
         try:

@@ -202,7 +202,7 @@ def install(app, settings: Settings, *, pipeline: Pipeline, ledger, dead_letter,
     # Written by the delivery lanes of the conversion pipeline, read by the order-changes agent:
     # both see the same partition, since changes and order items share key and partition count.
     reported = TableWriter(app.Table("reported-orders", partitions=t.partitions, key_type=str))
-    expiry.install(app, settings, reported, expiry.order_rule(settings.modifications.keep_days * expiry.DAY))
+    expiry.install(app, settings, reported)
     cuts = app.Table("modification-cuts", partitions=t.partitions, key_type=str, store="memory://modification-cuts")
     mods = ModificationPipeline(settings, ledger=ledger, reported_table=reported, cuts_table=cuts, dead_letter=dead_letter,
                                 unmatched=unmatched, connections=connections, metrics=metrics)
