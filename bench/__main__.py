@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from bench import latency, memory, recovery, state_size, throughput
-from streams.devbroker import DevBroker, create_topics
+from streams.tools.devbroker import DevBroker, create_topics
 
 FULL = {"items": 200_000, "customers": 40_000, "memory_keys": [100_000, 300_000, 1_000_000],
         "recovery_keys": 300_000, "batches": 20, "rows": 10_000, "state": {**state_size.FULL, "days": 90}}

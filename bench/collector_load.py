@@ -31,7 +31,7 @@ import orjson
 
 from bench.__main__ import loadavg, machine
 from bench.latency import percentile
-from streams.devbroker import DevBroker, free_port
+from streams.tools.devbroker import DevBroker, free_port
 from tests.support.harness import WorkerProcess, read_topic, write_config
 
 WARM_UP = 2_000

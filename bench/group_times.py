@@ -17,7 +17,7 @@ from pathlib import Path
 
 import orjson
 
-from streams.devbroker import DevBroker
+from streams.tools.devbroker import DevBroker
 from tests.support.harness import WorkerProcess, produce, write_config
 
 

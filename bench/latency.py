@@ -10,7 +10,7 @@ of the clicks agent, which a live stream, where the click comes minutes before t
 
 Counted, per full batch: from the CLOCK_MONOTONIC value the worker logs at the cut (taken when it
 consumed the first item that no longer fits, or by the timer for a full batch at the end of the
-backlog once its partition is quiet: streams/batching.py) to the moment this
+backlog once its partition is quiet: streams/core/batching.py) to the moment this
 process, polling the local fsspec destination every 5 ms, first sees the file under its final
 name (fsspec writes ``.name.part`` and renames). That span holds recording the cut in the
 `batch-cuts` changelog (acks=all), rendering the CSV, the write and the rename. Batches cut by age
@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from bench.throughput import order_items
-from streams.devbroker import DevBroker, create_topics
+from streams.tools.devbroker import DevBroker, create_topics
 from tests.support.harness import WorkerProcess, write_config
 
 PARTITIONS = 4

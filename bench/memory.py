@@ -2,7 +2,7 @@
 
     python -m bench.memory [--keys 100000,300000,1000000] [--extrapolate 10000000]
 
-Each size runs in a fresh process. The app is built by ``streams.app.create_app`` with
+Each size runs in a fresh process. The app is built by ``streams.runtime.app.create_app`` with
 ``store: rocksdb://``, so the table's store is Faust's own ``faust.stores.rocksdb.Store`` with
 Faust's options and the table's serializers (key and value: Faust's ``json`` codec). Customer
 histories are built by ``attribution.remember`` (what the clicks agent stores) and written
@@ -46,7 +46,7 @@ def customer_id(i: int) -> str:
 
 def history_for(i: int) -> list:
     """Customer i's stored clicks: deterministic, so recovery and memory use the same data."""
-    from streams.attribution import remember
+    from streams.core.attribution import remember
 
     rng = random.Random(i)
     r, n = rng.random(), CLICK_MIX[-1][0]
@@ -77,7 +77,7 @@ def changelog_records(n: int, encode_key, encode_value) -> Iterator[tuple[int, b
 
 
 def build_store(data_dir: Path):
-    from streams.app import create_app
+    from streams.runtime.app import create_app
     from streams.config import parse_settings
 
     settings = parse_settings({

@@ -9,7 +9,7 @@ One ``Application`` (consumer group = ``--app-id``, earliest, at-least-once, qui
 one RocksDB store per partition, changelogged). That step validates every record with our
 compiled validators (orjson + schema, ``schemas.validation``) and either stores the click's
 im_ref under the customer (the message key) or joins an order item: its own im_ref, else the
-stored one. Rows (``streams.csvfile.conversion_row``) go to a ``BatchingSink`` that writes, per
+stored one. Rows (``streams.core.csvfile.conversion_row``) go to a ``BatchingSink`` that writes, per
 checkpoint and partition, CSV files of up to 10 000 rows with ``render``. Invalid events are
 dropped (there are none in the benchmark's data; the pipeline would dead-letter them).
 
@@ -41,7 +41,7 @@ from quixstreams.models.topics.admin import TopicAdmin
 from quixstreams.sinks import BatchingSink, SinkBatch
 
 from schemas.validation import InvalidEvent, check_event_age, event_time, validate_click, validate_order_item
-from streams.csvfile import conversion_row, render
+from streams.core.csvfile import conversion_row, render
 
 MAX_ROWS = 10_000
 CAMPAIGN_ID, ACTION_TRACKER_ID, MAX_AGE_DAYS = 1000, 4321, 88  # as tests/support/harness.py configures

@@ -28,7 +28,7 @@ from datetime import datetime
 from pathlib import Path
 
 from bench.memory import PARTITIONS, changelog_records
-from streams.devbroker import DevBroker, create_topics
+from streams.tools.devbroker import DevBroker, create_topics
 from tests.support.harness import WorkerProcess, write_config
 
 LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")

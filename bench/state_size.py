@@ -4,7 +4,7 @@
 
 Time is simulated: every click and order carries its event or report time, and the sweep is
 called with the simulated "now"; nothing waits. Each mode runs in a fresh process on a fresh
-data_dir. The tables are the worker's own (``streams.app.create_app`` with ``store: rocksdb://``
+data_dir. The tables are the worker's own (``streams.runtime.app.create_app`` with ``store: rocksdb://``
 and a returns connection, so Faust's RocksDB store with Faust's options and json codec):
 
 - ``clicks``: each day ``--clicks-per-day`` clicks of customers drawn from ``--customers``,
@@ -44,7 +44,7 @@ SMOKE = {"days": 90, "clicks_per_day": 300, "orders_per_day": 60, "customers": 2
 
 
 def build_tables(data_dir: Path):
-    from streams.app import create_app
+    from streams.runtime.app import create_app
     from streams.config import parse_settings
 
     settings = parse_settings({
@@ -85,8 +85,9 @@ def measure(table, dbs) -> dict:
 
 def sweep(table, rule, now: float) -> tuple[int, float]:
     """The worker's sweep decisions, applied to the store; (tombstones, CPU seconds)."""
-    from streams.expiry import CHUNK, split
-    from streams.tablewrites import TableWriter
+    from streams.core.expiry import split
+    from streams.runtime.sweep import CHUNK
+    from streams.runtime.tables import TableWriter
 
     store, writer, tombstones = table.data, TableWriter(table), 0
     t0 = time.process_time()
@@ -103,9 +104,9 @@ def sweep(table, rule, now: float) -> tuple[int, float]:
 
 
 def simulate(size: dict, expire: bool, data_dir: Path) -> list[dict]:
-    from streams import expiry
-    from streams.attribution import remember
-    from streams.modifications import reported_order
+    from streams.core import expiry
+    from streams.core.attribution import remember
+    from streams.core.changes import reported_order
 
     settings, clicks, orders = build_tables(data_dir)
     a = settings.attribution

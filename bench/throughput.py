@@ -29,7 +29,7 @@ from pathlib import Path
 import orjson
 from kafka import KafkaProducer
 
-from streams.devbroker import DevBroker, create_topics
+from streams.tools.devbroker import DevBroker, create_topics
 from tests.support.harness import WorkerProcess, write_config
 
 TICK = os.sysconf("SC_CLK_TCK")

@@ -10,8 +10,7 @@ from typing import Annotated, Any, BinaryIO, Literal
 import fsspec
 from pydantic import AfterValidator, Field, field_validator
 
-from streams import faults
-
+from . import faults
 from .base import Connection, ConnectionSettings
 
 CHUNK = 1024 * 1024

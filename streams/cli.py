@@ -14,17 +14,9 @@ def run_worker(config: str, loglevel: str) -> int:
     except ConfigError as exc:
         print(f"imref-stream: {exc}", file=sys.stderr)
         return 2
-    import mode.loop
+    from .runtime.worker import run  # Faust is imported only by the worker
 
-    mode.loop.use("uvloop")  # before Faust makes its event loops: the consumer thread's too
-    import faust
-
-    from .app import create_app
-
-    app = create_app(settings)
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
-    worker.execute_from_commandline()  # returns on SIGTERM/SIGINT after the graceful stop
-    return 0
+    return run(settings, loglevel)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,10 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "worker":
         return run_worker(args.config, args.loglevel)
     if args.command == "replay":
-        from .replay import run
+        from .tools.replay import run
 
         return run(args.config, args.start, args.end, args.output, args.allow_duplicates, args.dry_run)
-    from .demo import run_demo
+    from .tools.demo import run_demo
 
     return run_demo(args.output, args.orders)
 

@@ -234,11 +234,16 @@ class Settings(_Section):
             raise ValueError(f"connection names must be unique: {names}")
         if self.collector.enabled and not self.web.enabled:
             raise ValueError("collector.enabled needs web.enabled: the collector is served by the web server")
-        if not any(c.data_type == "conversions" and c.direction == "into_impact" for c in self.connections):
+        if not self.pushes("conversions"):
             raise ValueError("at least one connection must carry conversions into impact")
         if self.modifications.file_title == self.batch.file_title:
             raise ValueError("modifications.file_title must differ from batch.file_title: the files must not collide")
         return self
+
+
+    def pushes(self, data_type: str) -> list:
+        """The connections that carry files of ``data_type`` into impact."""
+        return [c for c in self.connections if c.direction == "into_impact" and c.data_type == data_type]
 
 
 class ConfigError(Exception):

@@ -2,7 +2,7 @@ import itertools
 
 import pytest
 
-from streams.devbroker import DevBroker
+from streams.tools.devbroker import DevBroker
 
 _ids = itertools.count()
 

@@ -11,7 +11,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from streams.devbroker import DevBroker
+from streams.tools.devbroker import DevBroker
 
 from . import scenarios
 

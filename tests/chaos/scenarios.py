@@ -35,7 +35,8 @@ class Result:
     delivered: int
     lost: int
     duplicated: int
-    note: str = ""
+    note: str = ""  # for people: the README table
+    facts: dict = field(default_factory=dict)  # for the tests: what the note says, as numbers
 
 
 class Traffic:
@@ -283,6 +284,7 @@ def graceful_stop(broker, tmp: Path, runs: int, bound_s: float = 10) -> Result:
         committed = committed_offsets(broker.bootstrap, app_id, f"{app_id}.order-items")
         uncommitted += sum(end - committed.get(p, 0) for p, end in traffic.produced_ends.items())
     return Result("SIGTERM flushes and commits", runs, len(traffic.expected), *verify(out, traffic.expected),
+                  facts={"unflushed": unflushed, "uncommitted": uncommitted, "slowest_stop_s": slowest},
                   note=f"slowest stop {slowest:.1f}s (bound {bound_s:.0f}s); after stops: {unflushed} rows "
                        f"not in files, {uncommitted} records not committed")
 
@@ -300,6 +302,7 @@ def poison(broker, tmp: Path, items: int, ratio: float = 0.01) -> Result:
                 int(dict(r.headers)["imref.source.offset"])) for r in dlq}
     missing = set(traffic.poisoned) - origins
     return Result(f"{ratio:.0%} poison events", 1, len(traffic.expected), *verify(out, traffic.expected),
+                  facts={"poisoned": len(traffic.poisoned), "dead_lettered": len(traffic.poisoned) - len(missing)},
                   note=f"{len(traffic.poisoned) - len(missing)}/{len(traffic.poisoned)} poison events in the "
                        f"dead-letter topic with their origin")
 
@@ -349,6 +352,7 @@ def destination_faults(broker, tmp: Path, cycles: int) -> Result:
         failures = (tmp / "dest.log").read_text().count("upload failed: connection='retailer ftps'")
     return Result("destination down 5 s of 10 s, resets mid-upload, kill -9 during outages", cycles,
                   len(traffic.expected), *verify(root, traffic.expected),
+                  facts={"kills": kills, "resets": resets, "failures": failures},
                   note=f"{cycles} outages, {resets} resets mid-upload, {kills} kills while down, "
                        f"{failures} failed uploads retried")
 

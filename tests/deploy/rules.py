@@ -59,7 +59,7 @@ def app_topology(s: Settings) -> tuple[list[str], list[str]]:
 
     Built, never started: nothing connects. The broker security is dropped because it would load
     the pod's CA file; it does not change which topics and tables exist."""
-    from streams.app import create_app
+    from streams.runtime.app import create_app
 
     app = create_app(s.model_copy(update={"kafka": KafkaSettings()}))
     sources = sorted({t for channel in app.topics for t in channel.topics} - {t.changelog_topic.get_topic_name() for t in app.tables.values()})

@@ -25,7 +25,7 @@ import orjson
 import pytest
 import trustme
 
-from streams.devbroker import free_port
+from streams.tools.devbroker import free_port
 from tests.support.harness import WorkerProcess, read_topic, write_config
 
 pytestmark = pytest.mark.integration

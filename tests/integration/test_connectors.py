@@ -10,7 +10,7 @@ from pydantic import TypeAdapter
 
 from connectors import AnyConnectionSettings, build_connection
 from connectors.base import TransportError
-from streams.delivery import RetryPolicy, put_until_confirmed
+from streams.delivery.lanes import RetryPolicy, put_until_confirmed
 from tests.support.servers import PASSWORD, USER, Certs, FtpServer, SftpServer, SmtpServer
 
 pytestmark = pytest.mark.integration

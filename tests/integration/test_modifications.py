@@ -15,7 +15,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.devbroker import free_port
+from streams.tools.devbroker import free_port
 from tests.support.harness import WorkerProcess, produce, read_csv_files, read_topic, wait_for_rows, write_config
 
 pytestmark = pytest.mark.integration

@@ -17,8 +17,8 @@ import pytest
 from pydantic import TypeAdapter
 
 from connectors import AnyConnectionSettings
-from streams.delivery import RetryPolicy
-from streams.reports import PullError, ReportPoller
+from streams.delivery.lanes import RetryPolicy
+from streams.runtime.reports import PullError, ReportPoller
 from tests.support.harness import ROOT, WorkerProcess, read_topic, write_config
 from tests.support.servers import PASSWORD, USER, SftpServer
 

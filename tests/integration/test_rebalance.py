@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 import orjson
 import pytest
 
-from streams.devbroker import free_port
+from streams.tools.devbroker import free_port
 from tests.chaos.scenarios import committed_offsets
 from tests.support.harness import WorkerProcess, produce, read_csv_files, write_config
 

@@ -16,7 +16,7 @@ import pytest
 from kafka import KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
 
-from streams.devbroker import create_topics
+from streams.tools.devbroker import create_topics
 from tests.support.harness import ROOT, WorkerProcess, read_csv_files, wait_for_rows, write_config
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.devbroker import free_port
+from streams.tools.devbroker import free_port
 from tests.support.harness import WorkerProcess, produce, read_csv_files, wait_for_rows, write_config
 
 pytestmark = pytest.mark.integration
@@ -189,7 +189,7 @@ def test_lanes_report_each_file_held_then_uploading_retrying_delivered_and_forge
     import asyncio
 
     from connectors.base import Connection, ConnectionSettings
-    from streams.delivery import Job, PartitionLanes, RetryPolicy
+    from streams.delivery.lanes import Job, PartitionLanes, RetryPolicy
     from streams.metrics import Metrics
 
     class Gate(Connection):
@@ -203,14 +203,12 @@ def test_lanes_report_each_file_held_then_uploading_retrying_delivered_and_forge
 
     def job(name, data):
         async def prepare():
-            return data
+            return data, 2 if data else 0
 
         async def delivered():
             pass
 
-        j = Job(name, prepare, delivered)
-        j.rows = 2 if data else 0
-        return j
+        return Job(name, prepare, delivered)
 
     async def scenario():
         m = Metrics(["ok", "down"])

@@ -30,12 +30,12 @@ from pathlib import Path
 
 from faust.transport.consumer import Consumer
 
-import streams.app
-from streams import faults
-from streams.commitgate import GatedConsumer
+import streams.runtime.app
+from connectors import faults
+from streams.runtime.consumer import GatedConsumer
 
 _apps: list = []
-_create_app = streams.app.create_app
+_create_app = streams.runtime.app.create_app
 
 
 def _capture(settings):
@@ -51,7 +51,7 @@ def _rejoin(signum, frame) -> None:
     print("test hook: rebalance requested", file=sys.stderr, flush=True)
 
 
-streams.app.create_app = _capture
+streams.runtime.app.create_app = _capture
 signal.signal(signal.SIGHUP, _rejoin)
 
 _hold = os.environ.get("IMREF_TEST_HOLD")

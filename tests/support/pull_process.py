@@ -16,7 +16,7 @@ import sys
 from pydantic import TypeAdapter
 
 from connectors import AnyConnectionSettings
-from streams.reports import ReportPoller
+from streams.runtime.reports import ReportPoller
 
 
 def peak_rss_kb() -> int:

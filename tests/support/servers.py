@@ -19,7 +19,7 @@ from pyftpdlib.authorizers import DummyAuthorizer
 from pyftpdlib.handlers import DTPHandler, FTPHandler, TLS_DTPHandler, TLS_FTPHandler
 from pyftpdlib.servers import FTPServer
 
-from streams.devbroker import free_port
+from streams.tools.devbroker import free_port
 
 USER, PASSWORD = "retailer", "s3cret-pass-0042"
 

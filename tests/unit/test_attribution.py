@@ -1,4 +1,4 @@
-from streams.attribution import attribute, remember
+from streams.core.attribution import attribute, remember
 
 DAY = 86400.0
 

@@ -1,4 +1,4 @@
-from streams.batching import Entry, PartitionBatcher, resolve
+from streams.core.batching import Entry, PartitionBatcher, resolve
 
 
 def row(order):

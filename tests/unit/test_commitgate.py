@@ -1,9 +1,11 @@
 """The commit gate's ledger: records admitted strictly in order from the partition's position,
 only from its current position epoch; commits only up to what was delivered."""
+from types import SimpleNamespace
+
 import pytest
 from faust.types import TP
 
-from streams.commitgate import Ledger
+from streams.delivery.ledger import Ledger
 
 ITEMS = TP("items", 3)
 
@@ -13,7 +15,7 @@ def ledger(seeks=None):
     g = Ledger(count=lambda what, topic: counts.append((what, topic)))
     g.route("items", handler=None)
     if seeks is not None:
-        g.seek = seeks.append
+        g.attach(SimpleNamespace(seek_back=seeks.append))
     return g, counts
 
 
@@ -140,7 +142,7 @@ def test_a_delivery_after_the_revoke_never_reaches_the_next_assignment():
 def test_the_installed_faust_has_every_hook_the_gate_needs_and_a_missing_one_is_named():
     from faust.transport.drivers.aiokafka import Consumer
 
-    from streams.commitgate import FAUST_METHODS, FAUST_STATE, missing_faust_hooks
+    from streams.runtime.consumer import FAUST_METHODS, FAUST_STATE, missing_faust_hooks
 
     assert [m for m in FAUST_METHODS if not callable(getattr(Consumer, m, None))] == []
 

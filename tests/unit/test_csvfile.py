@@ -2,7 +2,7 @@ import csv
 import io
 from datetime import datetime, timedelta, timezone
 
-from streams.csvfile import conversion_row, event_date, neutralise, render
+from streams.core.csvfile import conversion_row, event_date, neutralise, render
 
 SEED_HEADER = "CampaignId,ActionTrackerId,EventDate,OrderId,ClickId,CustomerId,CurrencyCode,Amount,Category,Sku,Quantity"
 ITEM = {"order_id": "01928374", "customer_id": "BCZ2WVSH674563PDPYOTM3AXDQ", "currency": "USD", "amount": "42.50",

@@ -1,7 +1,7 @@
 import asyncio
 
 from connectors.base import Connection, ConnectionSettings
-from streams.delivery import Job, PartitionLanes, RetryPolicy
+from streams.delivery.lanes import Job, PartitionLanes, RetryPolicy
 
 FAST = RetryPolicy(first_delay_s=0.001, max_delay_s=0.01)
 
@@ -31,7 +31,7 @@ async def until(check) -> None:
 
 def make_job(name, delivered, data=b"x"):
     async def prepare():
-        return data
+        return data, 1
 
     async def on_delivered():
         delivered.append(name)

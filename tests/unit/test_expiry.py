@@ -2,9 +2,9 @@
 can still use stays, the rest goes."""
 from datetime import datetime, timedelta, timezone
 
-from streams.attribution import attribute
+from streams.core.attribution import attribute
 from streams.config import parse_settings
-from streams.expiry import DAY, click_rule, order_rule
+from streams.core.expiry import DAY, click_rule, order_rule
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=timezone.utc)
 T = NOW.timestamp()

@@ -7,8 +7,8 @@ import pytest
 
 from schemas.validation import InvalidEvent, validate_order_change
 from streams.config import ConfigError, parse_settings
-from streams.csvfile import conversion_row, render
-from streams.modifications import (MODIFICATION_HEADER, duplicate_of, modification_row, order_amount,
+from streams.core.csvfile import conversion_row, render
+from streams.core.changes import (MODIFICATION_HEADER, duplicate_of, modification_row, order_amount,
                                    remaining_items, reported_order)
 
 SCHEMAS = Path(__file__).parents[2] / "schemas"

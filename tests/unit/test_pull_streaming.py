@@ -9,7 +9,7 @@ import pytest
 
 from connectors import pull
 from connectors.pull import RemoteFile, _WindowedReader
-from streams.reports import report_rows
+from streams.runtime.reports import report_rows
 
 
 class FakeRemote:

@@ -1,4 +1,4 @@
-from streams.replay import DUPLICATE, NEW, TWIN, Delivered, merge_cuts
+from streams.tools.replay import DUPLICATE, NEW, TWIN, Delivered, merge_cuts
 
 
 def test_merge_cuts_keeps_every_recorded_cut_and_the_later_of_two_overlapping():

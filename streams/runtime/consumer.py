@@ -1,196 +1,31 @@
-"""The commit gate: which offsets of the order topics may be committed, owned by us, not Faust.
+"""The commit gate's adapter to Faust: ``GatedConsumer``, the only code that turns the ledger
+(``streams.delivery.ledger``) into Faust's positions and commits.
 
-Records of a gated topic (order items, order changes) are acked only once the file holding them
-is confirmed by every connection. Faust's own bookkeeping cannot carry that guarantee: it marks
+Faust's own bookkeeping cannot carry the at-least-once guarantee for the gated topics: it marks
 offsets it never handed out as acked (gaps, events in flight when an agent stops), it drops
 records below a read offset that a stale fetch can move past a seek, it resumes the flow of
 records before it seeks a re-assigned partition to its committed offset (so records from the
-position of the previous assignment arrive first), and an ack arriving after a revoke lands in
-bookkeeping the revoke had just cleared. So for these topics:
+position of the previous assignment arrive first), it skips events while its flow control is
+suspended, and an ack arriving after a revoke lands in bookkeeping the revoke had just cleared.
 
-- Every seek of a gated partition starts a new *position epoch*, and every record carries the
-  epoch of the position it was fetched from. ``Ledger`` admits only records of the partition's
-  current epoch, strictly in offset order from where the partition was positioned; a record of
-  an older epoch is dropped (the seek reads it again). A jump past the next expected offset is
-  taken only where the fetch itself jumped (offsets not in the log: transaction markers,
-  retention) -- between two records of one fetch, or at the start of a fetch only when a second
-  read positioned at the same offset agrees -- counted and logged. Any other jump means records
-  were fetched but lost on the way to the pipeline (Faust skips events while its flow control is suspended): the partition is
-  read again from the next expected offset.
-- Commits go only up to the end of what was delivered contiguously. Delivery reported against
-  an earlier assignment (the partition was revoked meanwhile) is ignored: the next owner, maybe
-  this worker again, re-reads those records from the committed offset.
-- ``GatedConsumer`` is the one adapter to Faust: it hands each fetch of a gated partition to
-  the topic's batch handler as one list (Faust's per-event path -- two asyncio tasks per record
-  in its drain loop, conductor, channel, stream -- costs more than all of our own work), seeks
-  each newly assigned partition to its committed offset explicitly, and turns the ledger into
-  the offsets Faust commits. Faust keeps group membership, assignment, tables, recovery,
-  timers and the web server.
+So ``GatedConsumer`` hands each fetch of a gated partition to the topic's batch handler as one
+list (Faust's per-event path -- two asyncio tasks per record in its drain loop, conductor,
+channel, stream -- costs more than all of our own work), seeks each newly assigned partition to
+its committed offset explicitly, and commits only what the ledger says is delivered. Faust keeps
+group membership, assignment, tables, recovery, timers and the web server. The private Faust
+hooks it overrides are checked when it is created: a Faust that lacks one stops the worker.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
-from typing import Awaitable, Callable
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
+from ..delivery.ledger import Ledger, PartitionLedger
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(eq=False)
-class PartitionLedger:
-    """One gated partition from its assignment to this worker until its revocation."""
-
-    tp: TP
-    resumed_from: int  # the committed offset (or the log start) at assignment
-    epoch: int  # position epoch of the records to admit
-    next: int = -1  # the next offset to admit
-    delivered_to: int = -1  # every offset below it is delivered, or was before the assignment
-    committed: int = -1  # the last offset the broker confirmed as committed
-    revoked: bool = False
-    skipped: dict[int, int] = field(default_factory=dict)  # offsets found missing: from -> to
-    fetch_gaps: dict[int, int] = field(default_factory=dict)  # jumps the fetch of this epoch showed
-    reseeking: bool = False  # a seek back to ``next`` was asked for and has not happened yet
-    # A fetch that started past ``next`` (from, to): trusted only when a read positioned again
-    # at ``next`` starts at the same offset (the fetch position can move without us: see
-    # GatedConsumer._wait_next_records).
-    unconfirmed_jump: tuple[int, int] | None = None
-
-    def __post_init__(self) -> None:
-        self.next = self.delivered_to = self.committed = self.resumed_from
-
-    def delivered(self, first: int, last: int) -> bool:
-        """A batch ``first..last`` of this partition is confirmed; False if nothing advanced
-        (revoked meanwhile, or not contiguous with what was delivered before)."""
-        if self.revoked:
-            return False
-        while self.delivered_to in self.skipped:
-            self.delivered_to = self.skipped.pop(self.delivered_to)
-        if first > self.delivered_to:
-            log.error("%s partition %d: batch %d-%d confirmed before offsets %d-%d; not committed past %d",
-                      self.tp.topic, self.tp.partition, first, last, self.delivered_to, first - 1, self.delivered_to)
-            return False
-        self.delivered_to = max(self.delivered_to, last + 1)
-        return True
-
-
-# A batch handler takes one fetch of a gated partition: (tp, records, position epoch).
-Handler = Callable[[TP, list, int], Awaitable[None]]
-
-
-class Ledger:
-    """Per gated partition: what is admitted, what is delivered, what may be committed."""
-
-    def __init__(self, count: Callable[[str, str], None] = lambda what, topic: None):
-        self.topics: set[str] = set()
-        self.handlers: dict[str, Handler] = {}
-        self._count = count
-        # Asks the consumer to position the partition at ``part.next`` again; set by the consumer.
-        self.seek: Callable[[PartitionLedger], None] = lambda part: None
-        # Stop and resume fetching a partition (backpressure from its delivery lanes); set by the consumer.
-        self.pause: Callable[[TP], None] = lambda tp: None
-        self.resume: Callable[[TP], None] = lambda tp: None
-        self._parts: dict[TP, PartitionLedger] = {}
-        self._last_delivered: dict[TP, int] = {}  # across assignments, for the resume log line
-
-    def route(self, topic: str, handler: Handler) -> None:
-        """Gate ``topic``: its records go to ``handler`` a fetch at a time, never to Faust's
-        agents, and its offsets are committed from this ledger only."""
-        self.topics.add(topic)
-        self.handlers[topic] = handler
-
-    def gates(self, tp: TP) -> bool:
-        return tp.topic in self.topics
-
-    def assign(self, tp: TP, resume_from: int, epoch: int) -> PartitionLedger:
-        part = self._parts[tp] = PartitionLedger(tp, resume_from, epoch)
-        last = self._last_delivered.get(tp)
-        log.info("%s partition %d assigned: resumes from offset %d; last offset this worker delivered: %s",
-                 tp.topic, tp.partition, resume_from, "none" if last is None else last)
-        return part
-
-    def revoke(self, tps) -> None:
-        for tp in tps:
-            part = self._parts.pop(tp, None)
-            if part is not None:
-                part.revoked = True
-
-    def positioned(self, tp: TP, offset: int, epoch: int) -> None:
-        """The consumer moved the partition's fetch position to ``offset``: only records fetched
-        from there on are admitted."""
-        part = self._parts.get(tp)
-        if part is None:
-            return
-        if offset > part.next:
-            # Records between would be read by nobody: never move the ledger past them.
-            raise RuntimeError(f"{tp} sought to {offset}, past the next record to process ({part.next})")
-        part.epoch, part.reseeking = epoch, False
-        part.fetch_gaps.clear()
-
-    def fetched_gap(self, tp: TP, epoch: int, first: int, last: int, within_fetch: bool = True) -> None:
-        """The fetch of position epoch ``epoch`` went from offset ``first - 1`` straight to ``last``
-        (``within_fetch``: between two records of one fetch; else a fetch positioned at ``first``
-        started at ``last``): the offsets between are not in the log."""
-        part = self._parts.get(tp)
-        if part is None or part.epoch != epoch:
-            return
-        if within_fetch or part.unconfirmed_jump == (first, last):
-            part.fetch_gaps[first] = last
-
-    def admit(self, tp: TP, offset: int, epoch: int) -> PartitionLedger | None:
-        """The partition's ledger if the record at ``offset``, fetched in position epoch ``epoch``,
-        is the next one to process; else None and the record is dropped (fetched before the
-        partition's last seek or assignment, held or delivered already, or past records that were
-        fetched but never reached us: then the partition is read again from ``next``)."""
-        part = self._parts.get(tp)
-        if part is None or epoch != part.epoch:
-            return None
-        if offset < part.next:
-            self._count("redelivered", tp.topic)
-            return None
-        if offset > part.next:
-            if part.fetch_gaps.get(part.next) != offset:
-                # Fetched, but skipped on the way here (Faust drops events while its flow control
-                # is suspended): read them again.
-                if not part.reseeking:
-                    part.reseeking = True
-                    part.unconfirmed_jump = (part.next, offset)
-                    log.info("%s partition %d: offset %d arrived while %d was expected; reading again from %d",
-                             tp.topic, tp.partition, offset, part.next, part.next)
-                    self.seek(part)
-                return None
-            log.warning("%s partition %d: offsets %d-%d are not in the log (the read from %d starts at %d)",
-                        tp.topic, tp.partition, part.next, offset - 1, part.next, offset)
-            self._count("resume_beyond_committed" if part.next == part.resumed_from else "offset_gap", tp.topic)
-            part.skipped[part.next] = offset
-        part.next = offset + 1
-        return part
-
-    def delivered(self, part: PartitionLedger, first: int, last: int) -> bool:
-        ok = part.delivered(first, last)
-        if ok:
-            self._last_delivered[part.tp] = last
-        return ok
-
-    def committable(self, tp: TP) -> int | None:
-        part = self._parts.get(tp)
-        if part is None or part.delivered_to <= part.committed:
-            return None
-        return part.delivered_to
-
-    def committed(self, tp: TP, offset: int) -> None:
-        part = self._parts.get(tp)
-        if part is not None:
-            part.committed = max(part.committed, offset)
-
-    def partitions(self) -> list[TP]:
-        return list(self._parts)
-
-    def get(self, tp: TP) -> PartitionLedger | None:
-        return self._parts.get(tp)
 
 
 class _UngatedReadOffsets(dict):
@@ -252,9 +87,7 @@ class GatedConsumer(faust_aiokafka.Consumer):
             raise RuntimeError(f"this Faust version lacks {', '.join(missing)}: the commit gate cannot hold")
         self.ledger: Ledger = self.app.ledger
         self._read_offset = _UngatedReadOffsets(self.ledger.topics)
-        self.ledger.seek = self._seek_back
-        self.ledger.pause = lambda tp: self.pause_partitions([tp])
-        self.ledger.resume = lambda tp: self.resume_partitions([tp]) if tp in self.assignment() else None
+        self.ledger.attach(self)
         self._epochs: dict[TP, int] = {}
         self._fetch_next: dict[TP, int] = {}  # the offset the fetch of the current epoch is at
         self._seeking = 0  # seeks to the committed offsets in progress (they run in the consumer thread)
@@ -286,7 +119,15 @@ class GatedConsumer(faust_aiokafka.Consumer):
             self._fetch_next[tp] = offset
             self.ledger.positioned(tp, offset, self._new_epoch(tp))
 
-    def _seek_back(self, part: PartitionLedger) -> None:
+    # -- the ledger's Fetcher ------------------------------------------------------------------
+    def pause_fetch(self, tp: TP) -> None:
+        self.pause_partitions([tp])
+
+    def resume_fetch(self, tp: TP) -> None:
+        if tp in self.assignment():
+            self.resume_partitions([tp])
+
+    def seek_back(self, part: PartitionLedger) -> None:
         async def seek() -> None:
             if self.ledger.get(part.tp) is part:
                 await self._reposition({part.tp: part.next})
@@ -382,6 +223,12 @@ class GatedConsumer(faust_aiokafka.Consumer):
     async def on_partitions_assigned(self, assigned, generation_id: int = 0) -> None:
         self._assignments, self._revoked = self._assignments + 1, False
         await super().on_partitions_assigned(assigned, generation_id)
+
+    def open_broker_connections(self) -> int:
+        """Connections of this consumer's Kafka client that are up, for the readiness check: 0
+        before the client exists (the client is aiokafka's, inside Faust's consumer thread)."""
+        client = getattr(getattr(self._thread, "_consumer", None), "_client", None)
+        return sum(conn.connected() for conn in getattr(client, "_conns", {}).values())
 
     # -- commits -----------------------------------------------------------------------------
     def _filter_tps_with_pending_acks(self, topics=None):

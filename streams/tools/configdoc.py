@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from connectors import TRANSPORTS
 
-from .config import Settings
+from ..config import Settings
 
 
 def _type(annotation) -> str:

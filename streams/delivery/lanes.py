@@ -15,9 +15,7 @@ from dataclasses import dataclass, field
 from time import monotonic
 from typing import Awaitable, Callable
 
-from connectors import Connection
-
-from . import faults
+from connectors import Connection, faults
 
 log = logging.getLogger(__name__)
 
@@ -55,21 +53,25 @@ async def put_until_confirmed(conn: Connection, name: str, data: bytes, policy: 
 
 @dataclass(eq=False)
 class Job:
-    """One sealed batch on its way: ``prepare`` makes the bytes once, every lane puts them."""
+    """One sealed batch on its way: ``prepare`` makes the file once (its bytes, None for no file,
+    and its row count), every lane puts it, ``on_delivered`` runs once every lane has."""
 
     name: str
-    prepare: Callable[[], Awaitable[bytes | None]]
+    prepare: Callable[[], Awaitable[tuple[bytes | None, int]]]
     on_delivered: Callable[[], Awaitable[None]]
     rows: int = 0
     cut_at: float = field(default_factory=monotonic)
     remaining: int = 0
-    data: bytes | None = None
     _prepared: asyncio.Task | None = field(default=None, repr=False)
 
     async def payload(self) -> bytes | None:
         if self._prepared is None:
-            self._prepared = asyncio.ensure_future(self.prepare())
+            self._prepared = asyncio.ensure_future(self._prepare())
         return await asyncio.shield(self._prepared)
+
+    async def _prepare(self) -> bytes | None:
+        data, self.rows = await self.prepare()
+        return data
 
 
 class PartitionLanes:

@@ -8,23 +8,15 @@ from pathlib import Path
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .metrics import Metrics
+from ..metrics import Metrics
 
 PAGE = Path(__file__).parent / "static" / "status.html"
 
 
-def _consumer_client(app):
-    """aiokafka's client inside Faust's consumer thread, or None before it exists."""
-    thread = getattr(app.consumer, "_thread", None)
-    consumer = getattr(thread, "_consumer", None)
-    return getattr(consumer, "_client", None)
-
-
 def readiness(app, metrics: Metrics) -> dict[str, dict]:
     checks: dict[str, dict] = {}
-    client = _consumer_client(app)
-    connected = [node for node, conn in getattr(client, "_conns", {}).items() if conn.connected()]
-    checks["broker"] = {"ok": bool(connected), "detail": f"{len(connected)} broker connection(s) open"}
+    connected = app.consumer.open_broker_connections()
+    checks["broker"] = {"ok": bool(connected), "detail": f"{connected} broker connection(s) open"}
     recovery = app.tables.recovery
     recovered = recovery.completed.is_set() and not recovery.in_recovery and not app.rebalancing
     checks["recovery"] = {"ok": recovered, "detail": "tables recovered" if recovered else "recovering or rebalancing"}
@@ -36,24 +28,22 @@ def readiness(app, metrics: Metrics) -> dict[str, dict]:
 
 
 def update_lag(app, metrics: Metrics) -> None:
+    """Per partition of the gated topics this worker owns: the log end minus what is committed."""
     consumer = app.consumer
-    sources = {app.imref.topics.clicks, app.imref.topics.order_items}  # changelogs are never committed
-    for tp in consumer.assignment():
-        if tp.topic not in sources:
-            continue
+    for tp in app.ledger.partitions():
         try:
             highwater = consumer.highwater(tp)
         except Exception:  # no fetch for this partition yet
             continue
-        committed = consumer._committed_offset.get(tp) or 0
         if highwater is not None:
+            committed = max(app.ledger.get(tp).committed, 0)
             metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - committed))
 
 
 def status(app, metrics: Metrics) -> dict:
     checks = readiness(app, metrics)
-    lanes = getattr(app.pipeline, "_lanes", {})
-    metrics.batches_held.set(sum(len(lane._unfinished) for lane in lanes.values()))
+    held = sum(flow.held() for flow in getattr(app, "flows", ()))
+    metrics.batches_held.set(held)
     return {
         "worker": app.imref.kafka.instance_id or app.conf.id,
         "ready": all(c["ok"] for c in checks.values()),
@@ -63,7 +53,7 @@ def status(app, metrics: Metrics) -> dict:
         "unattributed": metrics.counts["unattributed"],
         "connections": [{"name": name, "ok": h.failing_since is None, "last_error": h.last_error,
                          "last_success": h.last_success} for name, h in sorted(metrics.health.items())],
-        "batches_held": metrics.batches_held._value.get(),
+        "batches_held": held,
     }
 
 

@@ -22,7 +22,7 @@ from faust.web import Request, Response, View
 
 from schemas.validation import InvalidEvent, MALFORMED_JSON, SCHEMA_VIOLATION, check_event_age, event_time, validate_click
 
-from .config import Settings
+from ..config import Settings
 from .ratelimit import RateLimits, client_key
 
 log = logging.getLogger(__name__)

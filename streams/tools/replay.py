@@ -4,9 +4,9 @@ The range is one of Kafka record timestamps: in every order-item partition, from
 record at or after ``--from`` up to (not including) the first record at or after ``--to``
 (``offsets_for_times`` semantics), widened to the whole of any recorded cut it touches (below).
 Clicks are read from ``attribution.window_days`` before the range to ``attribution.grace_s``
-after it, only for the customers of the range. The worker's own pure logic
+after it, only for the customers of the range. The worker's own core (``streams.core``)
 decides everything: item validation (``parse_item``), click history (``remember``), the
-choice of click (``attribute``), the row (``conversion_row``), the cuts (``PartitionBatcher``,
+choice of click (``click_for``), the row (``conversion_row``), the cuts (``PartitionBatcher``,
 at ``batch.max_rows``, orders kept together) and the file names. Nothing is published to the
 dead-letter or unattributed topics and no consumer offset is committed: a replay only reads.
 
@@ -21,7 +21,6 @@ replay cuts them itself. The same range and the same Kafka state give the same f
 """
 from __future__ import annotations
 
-import ssl
 import sys
 import time
 from bisect import bisect_left, bisect_right
@@ -41,12 +40,13 @@ from connectors import Connection, build_connection
 from connectors.fsspec_dir import FsspecConnection, FsspecSettings
 from schemas.validation import InvalidEvent, event_time, validate_click
 
-from .attribution import History, attribute, remember
-from .batching import Batch, Entry, PartitionBatcher
-from .config import KafkaSettings, Settings
-from .csvfile import conversion_row, render
-from .delivery import RetryPolicy
-from .pipeline import CLICK_OUTSIDE_WINDOW, NO_CLICK, parse_item
+from ..config import KafkaSettings, Settings
+from ..core.attribution import History, remember
+from ..core.batching import Batch, Entry, PartitionBatcher
+from ..core.csvfile import conversion_row, render
+from ..core.join import click_for, parse_item, unattributed_reason
+from ..delivery.lanes import RetryPolicy
+from ..kafka import client_options
 
 PUT_ATTEMPTS = 5
 # Faust's changelog topic of the worker's "batch-cuts" table (streams.app).
@@ -226,15 +226,14 @@ def _process(settings: Settings, records, clicks: dict[str, list[tuple[float, st
             summary.invalid[exc.reason] += 1
         else:
             entry.order_id = item["order_id"]
-            at = occurred.timestamp()
-            history = history_until(clicks.get(item["customer_id"], []), at + grace_s, a.clicks_per_customer, window_s)
-            # As in the worker: an im_ref checkout put on the item wins over the click table.
-            click_id = item.get("im_ref") or attribute(history, at, window_s, grace_s)
+            history = history_until(clicks.get(item["customer_id"], []), occurred.timestamp() + grace_s,
+                                    a.clicks_per_customer, window_s)
+            click_id = click_for(item, occurred, history, window_s, grace_s)
             if click_id:
                 entry.row = conversion_row(settings.impact.campaign_id, settings.impact.action_tracker_id,
                                            item, occurred, click_id, settings.impact.extra_fields)
             else:
-                summary.unattributed[CLICK_OUTSIDE_WINDOW if history else NO_CLICK] += 1
+                summary.unattributed[unattributed_reason(history)] += 1
         for batch in batcher.add(entry, 0.0):
             deliver(batch)
     for batcher in batchers.values():
@@ -302,24 +301,13 @@ def _connections(settings: Settings, output: str | None) -> list[Connection]:
     if output is not None:
         Path(output).mkdir(parents=True, exist_ok=True)
         return [FsspecConnection(FsspecSettings(name="--output", method="fsspec", url=str(output)))]
-    return [build_connection(c) for c in settings.connections
-            if c.direction == "into_impact" and c.data_type == "conversions"]
+    return [build_connection(c) for c in settings.pushes("conversions")]
 
 
 # -- reading Kafka ------------------------------------------------------------------------
-def _connection_options(k: KafkaSettings) -> dict:
-    options = dict(bootstrap_servers=[b.split("://", 1)[-1] for b in k.brokers], security_protocol=k.security_protocol)
-    if k.security_protocol in ("SSL", "SASL_SSL"):
-        options["ssl_context"] = ssl.create_default_context(cafile=str(k.ca_file) if k.ca_file else None)
-    if k.security_protocol.startswith("SASL"):
-        options.update(sasl_mechanism=k.sasl_mechanism, sasl_plain_username=k.username,
-                       sasl_plain_password=k.password.reveal().get_secret_value())
-    return options
-
-
 def _consumer(k: KafkaSettings) -> KafkaConsumer:
     # No group: a replay must not move the worker's committed offsets or join its group.
-    return KafkaConsumer(group_id=None, enable_auto_commit=False, max_poll_records=2000, **_connection_options(k))
+    return KafkaConsumer(group_id=None, enable_auto_commit=False, max_poll_records=2000, **client_options(k))
 
 
 def _delivered(settings: Settings, consumer: KafkaConsumer, tps: list[TopicPartition]) -> dict[int, Delivered]:
@@ -328,7 +316,7 @@ def _delivered(settings: Settings, consumer: KafkaConsumer, tps: list[TopicParti
     report, not ListOffsets(latest), which Tansu, the test broker, answers wrongly."""
     if not tps:
         return {}
-    admin = KafkaAdminClient(**_connection_options(settings.kafka))
+    admin = KafkaAdminClient(**client_options(settings.kafka))
     try:
         committed = admin.list_group_offsets({settings.app_id: tps})[settings.app_id]
     finally:
@@ -429,7 +417,7 @@ def run(config: str, start: str, end: str, output: str | None, allow_duplicates:
     3 refused: a file would report rows the worker delivered (a dry run answers as the replay would)."""
     from kafka.errors import KafkaError
 
-    from .config import ConfigError, load_settings
+    from ..config import ConfigError, load_settings
 
     try:
         settings = load_settings(config)

@@ -30,16 +30,16 @@ from typing import BinaryIO, Iterator
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth, server_list
 
+from connectors import faults
 from connectors.base import TransportError, step
 from connectors.fsspec_dir import FsspecConnection, FsspecSettings
 from connectors.pull import RemoteFile, SftpSource
 from connectors.sftp import SftpSettings
 
-from . import faults
-from .config import Settings
-from .delivery import RetryPolicy
+from ..config import Settings
+from ..delivery.lanes import RetryPolicy
+from ..kafka import client_options
 
 log = logging.getLogger(__name__)
 
@@ -319,9 +319,7 @@ def install(app, settings: Settings) -> ReportPoller | None:
     pulls = [c for c in settings.connections if c.methodology == "pull_from_impact"]
     if not pulls:
         return None
-    kafka = {"bootstrap_servers": server_list(app.conf.broker, 9092),
-             **credentials_to_aiokafka_auth(app.conf.broker_credentials)}
-    poller = ReportPoller(pulls, app_id=settings.app_id, kafka=kafka,
+    poller = ReportPoller(pulls, app_id=settings.app_id, kafka=client_options(settings.kafka),
                           partitions=settings.topics.partitions, replicas=settings.topics.replicas)
     for conn in pulls:
         _leader_timer(app, poller, conn)

@@ -50,6 +50,12 @@ class TableWriter:
         self._memory = raw if isinstance(raw, dict) else None
         self.get = raw.get if self._memory is not None else table.data.get
 
+    @staticmethod
+    def reading(partition: int):
+        """Reads inside go to the partition's database directly (RocksDB looks in all of them
+        otherwise); a context manager."""
+        return in_partition(partition)
+
     def put(self, partition: int, items: dict) -> list:
         """Write ``items`` (key -> value) of one partition; returns the changelog sends to await
         when the caller needs them confirmed (Faust's commit flushes them before offsets)."""

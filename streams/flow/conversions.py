@@ -1,0 +1,159 @@
+"""Conversions: order items joined to the customer's click, a fetch at a time.
+
+The commit gate hands over one fetch of a partition (``on_clicks``, ``on_items``); the work per
+record is synchronous (no ``await`` per record, counts published per fetch). An item with no
+click yet waits up to ``attribution.grace_s`` for one, then goes to the unattributed topic.
+"""
+from __future__ import annotations
+
+from collections import deque
+from datetime import datetime, timezone
+from time import monotonic
+
+from schemas.validation import InvalidEvent, event_time, validate_click
+
+from ..config import Settings
+from ..core.attribution import attribute, remember
+from ..core.batching import Batch, Entry, resolve
+from ..core.csvfile import conversion_row
+from ..core.join import parse_item, unattributed_reason
+from ..delivery.ledger import Ledger
+from .flow import Flow, Outputs, confirmed
+
+
+class Conversions:
+    def __init__(self, settings: Settings, *, flow: Flow, ledger: Ledger, clicks, dead_letter, unattributed,
+                 outputs: Outputs):
+        """``clicks``: the click-history table (``get``, ``put``); ``dead_letter``, ``unattributed``:
+        topics (``send_soon``)."""
+        self.flow, self.ledger, self.clicks = flow, ledger, clicks
+        self.dead_letter, self.unattributed, self.outputs = dead_letter, unattributed, outputs
+        a, impact = settings.attribution, settings.impact
+        self.window_s, self.grace_s, self.keep = a.window_days * 86400, a.grace_s, a.clicks_per_customer
+        self._row_fields = (impact.campaign_id, impact.action_tracker_id)
+        self._extra_fields, self._max_age_days = impact.extra_fields, impact.max_event_age_days
+        self._waiting: dict[tuple[int, str], list] = {}  # (partition, customer) -> items waiting for a click
+        self._deadlines: deque = deque()  # (monotonic deadline, partition, customer, waiting item)
+        self._items_in = self._joined = 0  # the per-item counts, kept apart: the cheapest increment
+
+    # -- clicks ---------------------------------------------------------------------------
+    async def on_clicks(self, tp, records, epoch: int) -> None:
+        """One fetch of a clicks partition: the newest history per customer into the table, the
+        items waiting for those customers attributed. Counted as processed (committable) once
+        done; the changelog writes are flushed by the commit before the offsets."""
+        histories, dead, part, first, last, taken = {}, [], None, -1, -1, 0
+        keep, window_s, partition = self.keep, self.window_s, tp.partition
+        for record in records:
+            source = self.ledger.admit(tp, record.offset, epoch)
+            if source is None:
+                continue
+            part, last = source, record.offset
+            first = last if first < 0 else first
+            try:
+                click = validate_click(record.value, record.key)
+            except InvalidEvent as exc:
+                dead.append(self.outputs.send(self.dead_letter, record, exc.reason, exc.detail))
+                self.outputs.count("dead_letter", exc.reason)
+                continue
+            taken += 1
+            key = click["customer_id"]
+            history = histories[key] = remember(histories.get(key) or self.clicks.get(key),
+                                                event_time(click).timestamp(), click["im_ref"], keep, window_s)
+            for waiting in self._waiting.pop((partition, key), ()):
+                if waiting[0].pending and not self._try_attribute(waiting, history):
+                    self._waiting.setdefault((partition, key), []).append(waiting)
+        if part is None:
+            return
+        self.clicks.put(partition, histories)
+        self.outputs.count("clicks_in", n=taken)
+        self._publish_counts()
+        for fut in dead:  # confirmed before the offsets are: a dead letter is never lost
+            await confirmed(fut)
+        self.ledger.delivered(part, first, last)
+
+    # -- order items ----------------------------------------------------------------------
+    async def on_items(self, tp, records, epoch: int) -> None:
+        """One fetch of an order-items partition, in offset order."""
+        sealed, now, clock = [], datetime.now(timezone.utc), monotonic()
+        for record in records:
+            sealed += self._item(tp, record, epoch, now, clock)
+        self._publish_counts()
+        if sealed:
+            await self.flow.submit(sealed)
+
+    def _item(self, tp, record, epoch: int, now: datetime, clock: float) -> list[Batch]:
+        batcher = self.flow.admit(tp, record.offset, epoch)
+        if batcher is None:
+            return []
+        entry = Entry(record.offset, record.timestamp)
+        if batcher.was_delivered(record.offset):
+            return batcher.add(entry, clock)
+        self._items_in += 1
+        try:
+            item, occurred = parse_item(record.value, record.key, self._max_age_days, now)
+        except InvalidEvent as exc:
+            entry.confirm = self.outputs.send(self.dead_letter, record, exc.reason, exc.detail)
+            self.outputs.count("dead_letter", exc.reason)
+        else:
+            entry.order_id = item["order_id"]
+            waiting = (entry, item, occurred, record)
+            click_id = item.get("im_ref")
+            if click_id:
+                entry.row = self._row(item, occurred, click_id)
+            elif not self._try_attribute(waiting, self.clicks.get(item["customer_id"])):
+                entry.pending = True
+                self._waiting.setdefault((tp.partition, item["customer_id"]), []).append(waiting)
+                self._deadlines.append((clock + self.grace_s, tp.partition, item["customer_id"], waiting))
+        return batcher.add(entry, clock)
+
+    def _row(self, item: dict, occurred: datetime, click_id: str):
+        self._joined += 1
+        return conversion_row(*self._row_fields, item, occurred, click_id, self._extra_fields)
+
+    def _try_attribute(self, waiting, history) -> bool:
+        entry, item, occurred, _ = waiting
+        click_id = attribute(history, occurred.timestamp(), self.window_s, self.grace_s)
+        if click_id is None:
+            return False
+        row = self._row(item, occurred, click_id)
+        if entry.pending:
+            self.flow.resolved(resolve(entry, row))
+        else:
+            entry.row = row
+        return True
+
+    def expire_waiting(self, now: float) -> None:
+        """Items whose grace ran out go to the unattributed topic, never into a file."""
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, partition, key, waiting = self._deadlines.popleft()
+            entry, _, _, record = waiting
+            if not entry.pending or entry.batch is None:
+                continue
+            reason = unattributed_reason(self.clicks.get(key))
+            fut = self.outputs.send(self.unattributed, record, reason, f"no click within {self.grace_s:g}s grace")
+            self.outputs.count("unattributed", reason)
+            queue = self._waiting.get((partition, key), [])
+            if waiting in queue:
+                queue.remove(waiting)
+            if not queue:
+                self._waiting.pop((partition, key), None)
+            self.flow.resolved(resolve(entry, None, fut))
+
+    # -- timer and rebalance --------------------------------------------------------------
+    async def tick(self) -> None:
+        now = monotonic()
+        self.expire_waiting(now)
+        self._publish_counts()
+        await self.flow.tick(now)
+
+    def forget(self, partitions: set[int]) -> None:
+        """Partitions revoked: their waiting items go with their batches to the new owner."""
+        self.flow.forget(partitions)
+        self._waiting = {k: v for k, v in self._waiting.items() if k[0] not in partitions}
+        self._deadlines = deque(d for d in self._deadlines if d[1] not in partitions)
+
+    def _publish_counts(self) -> None:
+        self.outputs.count("items_in", n=self._items_in)
+        self.outputs.count("joined", n=self._joined)
+        self._items_in = self._joined = 0
+        self.outputs.publish()

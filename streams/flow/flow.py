@@ -1,0 +1,195 @@
+"""One stream's way from admitted records to acked files, per partition: batcher, recorded cut,
+delivery lanes, ack in the commit gate's ledger.
+
+Conversions and order changes are two sources on this flow (``streams.flow.conversions``,
+``streams.flow.changes``), each with a ``Flow`` of its own: a source admits a record here, fills
+its entry (a row, a pending item, or no row) and hands back the batches the batcher sealed.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from functools import partial
+from time import monotonic
+from typing import Any, Awaitable, Callable
+
+from ..core.batching import Batch, PartitionBatcher
+from ..core.csvfile import render
+from ..core.join import origin_headers
+from ..delivery.lanes import Job, PartitionLanes, RetryPolicy
+from ..delivery.ledger import Ledger, PartitionLedger
+
+log = logging.getLogger(__name__)
+
+
+async def confirmed(sent) -> None:
+    """Wait for a send without owning it: a revoke cancels the waiting task, and a send future
+    cancelled with it makes Faust's own completion fail (``InvalidStateError``)."""
+    await asyncio.shield(sent)
+
+
+class Outputs:
+    """A source's side outputs (dead letters, unattributed items, unmatched changes) and counts.
+    Counts are published per fetch: a Prometheus update per item cost as much as its validation."""
+
+    def __init__(self, metrics=None):
+        self.metrics = metrics
+        self._counts: dict[tuple[str, str | None], int] = {}
+
+    @staticmethod
+    def send(topic, record, reason: str, detail: str):
+        """The record as it was read, with where it came from and why, to ``topic``."""
+        return topic.send_soon(key=record.key, value=record.value, headers=origin_headers(record, reason, detail))
+
+    def count(self, what: str, label: str | None = None, n: int = 1) -> None:
+        key = (what, label)
+        self._counts[key] = self._counts.get(key, 0) + n
+
+    def publish(self) -> None:
+        if self.metrics is not None:
+            for (what, label), n in self._counts.items():
+                self.metrics.inc(what, label, n)
+        self._counts.clear()
+
+
+class Flow:
+    def __init__(self, batch_settings, *, title: str, header, ledger: Ledger, cuts, connections: list,
+                 metrics=None, retry: RetryPolicy | None = None):
+        """``batch_settings``: ``Settings.batch`` (``max_rows``, ``max_age_s``, ``order_settle_s``);
+        ``title``: the file title; ``cuts``: the table of recorded cuts (``get``, ``put``)."""
+        self.batch = batch_settings
+        self.title, self.header = title, header
+        self.ledger, self.cuts, self.connections, self.metrics = ledger, cuts, connections, metrics
+        self.retry = retry or RetryPolicy()
+        # Awaited with each delivered batch before its records are acked (Changes.record_reported).
+        self.delivered_hooks: list[Callable[[Batch], Awaitable[None]]] = []
+        self._batchers: dict[int, PartitionBatcher] = {}
+        self._lanes: dict[int, PartitionLanes] = {}
+        self._stopping = False
+
+    def admit(self, tp, offset: int, epoch: int) -> PartitionBatcher | None:
+        """The batcher for the record's partition, or None when the commit gate drops the record
+        (fetched before the partition's last seek, or held or delivered already)."""
+        source = self.ledger.admit(tp, offset, epoch)
+        if source is None:
+            return None
+        partition = tp.partition
+        batcher = self._batchers.get(partition)
+        if batcher is None or batcher.source is not source:
+            recorded = [tuple(c) for c in self.cuts.get(str(partition)) or () if c[1] >= offset]
+            batcher = self._batchers[partition] = PartitionBatcher(partition, self.batch.max_rows, recorded, source)
+            if recorded:
+                log.info("partition %d: replaying %d recorded cut(s) from offset %d", partition, len(recorded), offset)
+        return batcher
+
+    def open_batch(self, partition: int) -> Batch | None:
+        batcher = self._batchers.get(partition)
+        return batcher.open if batcher is not None else None
+
+    def held(self) -> int:
+        """Batches cut and not yet delivered (queued behind another or waiting for a slot)."""
+        return sum(lane.held for lane in self._lanes.values())
+
+    async def submit(self, batches: list[Batch]) -> None:
+        for batch in batches:
+            if batch.delivered:
+                await self._ack(batch)
+                continue
+            cut_recorded = self._record_cut(batch)
+            batch.resolved_event = asyncio.Event()
+            if batch.resolved:
+                batch.resolved_event.set()
+            job = Job(batch.file_name(self.title), prepare=partial(self._render, batch, cut_recorded),
+                      on_delivered=partial(self._ack, batch))
+            lane = self._lane(batch.partition, batch.source.tp)
+            lane.submit(job)
+            if lane.full and not self._stopping:
+                # Stop fetching this partition until a batch leaves (never wait here: the held
+                # batches may be waiting for clicks the same fetch loop brings).
+                self.ledger.pause(batch.source.tp)
+
+    async def tick(self, now: float | None = None) -> None:
+        """The timer's cuts: a batch too old, or full on a partition quiet for the settle time."""
+        now = monotonic() if now is None else now
+        for partition, batcher in list(self._batchers.items()):
+            lane = self._lanes.get(partition)
+            if lane is not None and lane.full:
+                # Not fetched while its lanes are full (the rest of an order may be waiting in the
+                # log): its quiet counts from the last tick of the pause.
+                batcher.quiet_since = now
+            batch = (batcher.seal_if_older(now, self.batch.max_age_s)
+                     or batcher.seal_if_full(now, self.batch.order_settle_s))
+            if batch is not None:
+                await self.submit([batch])
+
+    async def drain(self, timeout: float) -> None:
+        """Graceful stop: seal what is open, deliver what can be delivered within the bound."""
+        self._stopping = True  # fetching stays paused
+        for batcher in list(self._batchers.values()):
+            batch = batcher.seal_open()
+            if batch is not None:
+                await self.submit([batch])
+        try:
+            await asyncio.wait_for(asyncio.gather(*(lane.wait_idle() for lane in self._lanes.values())), timeout)
+        except asyncio.TimeoutError:
+            log.warning("stop bound of %.0fs reached; undelivered batches will be re-read after restart", timeout)
+
+    def forget(self, partitions: set[int]) -> None:
+        """Partitions revoked: their un-acked records go to the new owner, which re-forms them."""
+        for p in partitions:
+            self._batchers.pop(p, None)
+            lane = self._lanes.pop(p, None)
+            if lane:
+                lane.cancel()
+
+    @staticmethod
+    def resolved(batch: Batch | None) -> None:
+        """A pending entry of ``batch`` got its answer (``batching.resolve``)."""
+        if batch is not None and batch.resolved_event is not None:
+            batch.resolved_event.set()
+
+    def _lane(self, partition: int, tp) -> PartitionLanes:
+        lane = self._lanes.get(partition)
+        if lane is None:
+            lane = self._lanes[partition] = PartitionLanes(partition, self.connections, self.retry,
+                                                           metrics=self.metrics)
+            lane.on_change = lambda: self._maybe_resume(lane, tp)
+        return lane
+
+    def _maybe_resume(self, lane: PartitionLanes, tp) -> None:
+        if not lane.full and not self._stopping and self._lanes.get(tp.partition) is lane:
+            self.ledger.resume(tp)
+
+    def _record_cut(self, batch: Batch) -> Any:
+        """Written, and confirmed in ``_prepare``, before any upload: a restart replays the cut."""
+        committed, cut = batch.source.committed, [batch.first, batch.last]
+        key = str(batch.partition)
+        # A replayed cut is recorded already: appended again, the list would grow with every
+        # re-read of the partition (a rebalance before the next commit).
+        cuts = [c for c in self.cuts.get(key) or () if c[1] >= committed and list(c) != cut]
+        cuts.append(cut)
+        sent, = self.cuts.put(batch.partition, {key: cuts})
+        return sent
+
+    async def _render(self, batch: Batch, cut_recorded) -> tuple[bytes | None, int]:
+        """The file, once its cut is recorded, every entry resolved and every side output sent."""
+        await confirmed(cut_recorded)
+        await batch.resolved_event.wait()
+        for entry in batch.entries:
+            if entry.confirm is not None:
+                await confirmed(entry.confirm)
+        rows = batch.rows()
+        return (render(rows, self.header) if rows else None), len(rows)
+
+    async def _ack(self, batch: Batch) -> None:
+        rows = sum(e.row is not None for e in batch.entries)
+        for hook in self.delivered_hooks:
+            await hook(batch)
+        source: PartitionLedger = batch.source
+        if self.ledger.delivered(source, batch.first, batch.last):
+            log.info("partition %d offsets %d-%d %s: %d rows", batch.partition, batch.first, batch.last,
+                     "were delivered before the restart" if batch.delivered else "delivered", rows)
+        else:
+            log.info("partition %d offsets %d-%d delivered after the partition was revoked: %d rows; "
+                     "not committed here, the next owner reads them again", batch.partition, batch.first,
+                     batch.last, rows)

@@ -1,0 +1,171 @@
+"""The Faust app: topics, tables and timers wired to the flows, from validated settings."""
+from __future__ import annotations
+
+import asyncio
+
+import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.web.drivers import aiohttp as faust_web
+
+from connectors import build_connection
+
+from ..config import Settings
+from ..core.changes import MODIFICATION_HEADER
+from ..delivery.ledger import Ledger
+from ..flow.changes import Changes
+from ..flow.conversions import Conversions
+from ..flow.flow import Flow, Outputs
+from ..kafka import ssl_context
+from ..metrics import Metrics
+from . import collector, reports, sweep, web
+from .consumer import GatedConsumer
+from .tables import TableWriter
+
+RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+
+
+def _broker_credentials(k) -> faust.auth.Credentials | None:
+    context = ssl_context(k)
+    if k.security_protocol == "PLAINTEXT":
+        return None
+    if k.security_protocol == "SSL":
+        return faust.SSLCredentials(context)
+    password = k.password.reveal().get_secret_value()
+    return faust.SASLCredentials(username=k.username, password=password, ssl_context=context,
+                                 mechanism=k.sasl_mechanism)
+
+
+class _Transport(faust_aiokafka.Transport):
+    Consumer = GatedConsumer
+
+
+class _Web(faust_web.Web):
+    production_blueprints = []  # Faust's JSON index would take "/", the status page's path
+
+
+class ImrefApp(faust.App):
+    ledger: Ledger  # read by the consumer when Faust creates it at start-up
+    metrics: Metrics
+    conversions: Conversions
+    changes: Changes | None = None  # only with an action_modifications connection
+    flows: list[Flow]  # the conversions' flow, and the changes' one if any
+
+    def _new_transport(self) -> _Transport:
+        return _Transport(self.conf.broker_consumer, self)
+
+    def _new_web(self) -> _Web:
+        return _Web(self)
+
+    async def on_stop(self) -> None:
+        # Flush before Faust's own stop sequence commits the offsets: the open batches are
+        # delivered and acked first, so the final commit covers them.
+        if getattr(self, "flows", None) and self._consumer is not None:
+            try:
+                assignment = self._consumer.assignment()
+            except Exception:  # consumer never started
+                assignment = set()
+            if assignment:
+                self.flow_control.suspend()
+                self._consumer.pause_partitions(assignment)
+                await asyncio.gather(*(f.drain(self.imref.stop_timeout_s) for f in self.flows))
+        await super().on_stop()
+
+
+def create_app(settings: Settings) -> ImrefApp:
+    k = settings.kafka
+    app = ImrefApp(
+        settings.app_id,
+        broker=k.brokers,
+        broker_credentials=_broker_credentials(k),
+        store=settings.store,
+        datadir=str(settings.data_dir),
+        processing_guarantee="at_least_once",
+        broker_session_timeout=k.session_timeout_s,
+        broker_heartbeat_interval=k.heartbeat_interval_s,
+        broker_rebalance_timeout=k.rebalance_timeout_s,
+        broker_commit_interval=k.commit_interval_s,
+        consumer_group_instance_id=k.instance_id,
+        consumer_auto_offset_reset="earliest",
+        topic_partitions=settings.topics.partitions,
+        topic_replication_factor=settings.topics.replicas,
+        stream_wait_empty=False,
+        producer_acks=-1,
+        web_enabled=settings.web.enabled,
+        web_bind=settings.web.host,
+        web_port=settings.web.port,
+        # Faust's own pages would publish table contents (customer ids, click ids) and internals.
+        web_tables_enabled=False,
+        web_router_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
+        autodiscover=False,
+    )
+    app.imref = settings
+    t = settings.topics
+    dead_letter = app.topic(t.dead_letter, partitions=t.partitions, **RAW)
+    connections = [build_connection(c) for c in settings.pushes("conversions")]
+    metrics = app.metrics = Metrics([c.name for c in connections])
+    ledger = app.ledger = Ledger(count=metrics.inc)
+
+    # Latest clicks per customer, co-partitioned with both input topics.
+    clicks = TableWriter(app.Table("clicks", partitions=t.partitions, key_type=str))
+    sweep.install(app, settings, clicks)
+    flow = Flow(settings.batch, title=settings.batch.file_title, header=settings.impact.csv_header, ledger=ledger,
+                cuts=_cuts_table(app, "batch-cuts", t.partitions), connections=connections, metrics=metrics)
+    conversions = app.conversions = Conversions(
+        settings, flow=flow, ledger=ledger, clicks=clicks, dead_letter=dead_letter,
+        unattributed=app.topic(t.unattributed, partitions=t.partitions, **RAW), outputs=Outputs(metrics))
+    app.flows = [flow]
+    _gate(app, ledger, t.clicks, conversions.on_clicks)
+    _gate(app, ledger, t.order_items, conversions.on_items, conversions.forget)
+    app.timer(interval=0.5, name="conversions tick")(conversions.tick)
+
+    changes = [build_connection(c) for c in settings.pushes("action_modifications")]
+    if changes:
+        app.changes = _install_changes(app, settings, changes, ledger, dead_letter, metrics, conversions)
+    if settings.web.enabled:
+        web.install(app, metrics)
+    collector.install(app, settings)
+    reports.install(app, settings)
+    return app
+
+
+def _cuts_table(app: ImrefApp, name: str, partitions: int) -> TableWriter:
+    """Recorded batch cuts per partition; written outside stream context (delivery lanes), so
+    always held in memory and rebuilt from its changelog on assignment. (A bare "memory://" is an
+    empty, falsy URL to Faust, which then falls back to the app's store.)"""
+    return TableWriter(app.Table(name, partitions=partitions, key_type=str, store=f"memory://{name}"))
+
+
+def _gate(app: ImrefApp, ledger: Ledger, topic_name: str, handler, forget=None) -> None:
+    """The topic's records reach ``handler`` a fetch at a time through the commit gate, not as
+    agents: subscribed here so that Faust still assigns it, co-partitioned with the tables."""
+    t = app.imref.topics
+    app.topics.add(app.topic(topic_name, partitions=t.partitions, **RAW))
+    ledger.route(topic_name, handler)
+    if forget is None:
+        return
+
+    async def on_revoked(sender, revoked, **kwargs) -> None:
+        forget({tp.partition for tp in revoked if tp.topic == topic_name})
+
+    app.on_partitions_revoked.connect(on_revoked, weak=False)
+
+
+def _install_changes(app: ImrefApp, settings: Settings, connections, ledger: Ledger, dead_letter, metrics,
+                     conversions: Conversions) -> Changes:
+    t = settings.topics
+    # Written by the delivery lanes of the conversions, read by the order-changes flow: both see
+    # the same partition, since changes and order items share key and partition count.
+    reported = TableWriter(app.Table("reported-orders", partitions=t.partitions, key_type=str))
+    sweep.install(app, settings, reported)
+    flow = Flow(settings.batch, title=settings.modifications.file_title, header=MODIFICATION_HEADER, ledger=ledger,
+                cuts=_cuts_table(app, "modification-cuts", t.partitions), connections=connections, metrics=metrics)
+    changes = Changes(flow=flow, reported=reported, dead_letter=dead_letter,
+                      unmatched=app.topic(t.unmatched_changes, partitions=t.partitions, **RAW),
+                      outputs=Outputs(metrics), conversion_title=settings.batch.file_title)
+    conversions.flow.delivered_hooks.append(changes.record_reported)
+    app.flows.append(flow)
+    _gate(app, ledger, t.order_changes, changes.on_changes, changes.forget)
+    app.timer(interval=0.5, name="changes tick")(changes.tick)
+    return changes

@@ -1,0 +1,241 @@
+"""The flow and its two sources, in-process: the commit gate's ledger is real, the topics and
+tables are recorders (the broker-backed proof is tests/integration/test_pipeline.py and
+test_modifications.py)."""
+import asyncio
+from contextlib import nullcontext
+from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
+
+import orjson
+from faust.types import TP
+
+from streams.config import parse_settings
+from streams.core.batching import Batch, Entry
+from streams.core.changes import MODIFICATION_HEADER, reported_order
+from streams.core.csvfile import conversion_row
+from streams.delivery.ledger import Ledger
+from streams.flow.changes import Changes
+from streams.flow.conversions import Conversions
+from streams.flow.flow import Flow, Outputs, confirmed
+
+ITEMS, CLICKS, CHANGES = TP("items", 2), TP("clicks", 2), TP("changes", 2)
+AT = (datetime.now(timezone.utc) - timedelta(minutes=5)).replace(microsecond=0)
+
+
+class Recorder:
+    """A topic or a table: what was sent or written."""
+
+    def __init__(self):
+        self.sent, self.data = [], {}
+
+    def send_soon(self, key, value, headers):
+        self.sent.append((key, dict(headers)))
+        return done()
+
+    def get(self, key):
+        return self.data.get(key)
+
+    def put(self, partition, items):
+        self.data.update(items)
+        return [done() for _ in items]
+
+    def reading(self, partition):
+        return nullcontext()
+
+
+def done():
+    fut = asyncio.get_event_loop().create_future()
+    fut.set_result(None)
+    return fut
+
+
+def record(tp, offset, value: dict | bytes):
+    raw = value if isinstance(value, bytes) else orjson.dumps(value)
+    key = value.get("customer_id", "").encode() if isinstance(value, dict) else b"C1"
+    return SimpleNamespace(topic=tp.topic, partition=tp.partition, offset=offset, key=key, value=raw,
+                           timestamp=int(AT.timestamp() * 1000))
+
+
+def item(order, customer, **extra):
+    return {"order_id": order, "customer_id": customer, "occurred_at": AT.isoformat(), "currency": "USD",
+            "amount": "10.00", "category": "Garden", "sku": "S1", "quantity": 1, **extra}
+
+
+def settings(max_rows=100, settle_s=2.0):
+    return parse_settings({"impact": {"campaign_id": 1000, "action_tracker_id": 4321},
+                           "batch": {"max_rows": max_rows, "order_settle_s": settle_s},
+                           "attribution": {"grace_s": 60},
+                           "connections": [{"name": "outbox", "method": "fsspec", "url": "/tmp/unused"}]})
+
+
+def pipeline(max_rows=100, settle_s=2.0):
+    s = settings(max_rows, settle_s)
+    ledger = Ledger()
+    topics = SimpleNamespace(dead=Recorder(), unattributed=Recorder(), clicks=Recorder())
+    flow = Flow(s.batch, title="conversions", header=s.impact.csv_header, ledger=ledger, cuts=Recorder(),
+                connections=[])
+    p = Conversions(s, flow=flow, ledger=ledger, clicks=topics.clicks, dead_letter=topics.dead,
+                    unattributed=topics.unattributed, outputs=Outputs())
+    ledger.route("items", p.on_items)
+    ledger.route("clicks", p.on_clicks)
+    ledger.assign(ITEMS, 0, epoch=1)
+    ledger.assign(CLICKS, 0, epoch=1)
+    return p, ledger, topics
+
+
+def open_rows(p):
+    return [(e.offset, e.row and e.row[4], e.pending) for e in p.flow.open_batch(ITEMS.partition).entries]
+
+
+def test_a_fetch_of_items_joins_waits_and_dead_letters_in_offset_order():
+    async def run():
+        p, ledger, topics = pipeline()
+        await p.on_clicks(CLICKS, [record(CLICKS, 0, {"customer_id": "C1", "im_ref": "REF-C1",
+                                                       "occurred_at": (AT - timedelta(hours=1)).isoformat()})], 1)
+        await p.on_items(ITEMS, [record(ITEMS, 0, item("O1", "C1")),           # joined through the table
+                                 record(ITEMS, 1, item("O2", "C2")),           # no click yet: waits
+                                 record(ITEMS, 2, b"{not json"),               # dead letter
+                                 record(ITEMS, 3, item("O3", "C3", im_ref="OWN"))], 1)
+        assert open_rows(p) == [(0, "REF-C1", False), (1, None, True), (2, None, False), (3, "OWN", False)]
+        assert [(k, h["imref.reason"], h["imref.source.offset"]) for k, h in topics.dead.sent] == \
+            [(b"C1", b"malformed_json", b"2")]
+        # C2's click arrives in a later fetch of the clicks partition: the waiting item gets it.
+        await p.on_clicks(CLICKS, [record(CLICKS, 1, {"customer_id": "C2", "im_ref": "REF-C2",
+                                                       "occurred_at": (AT - timedelta(minutes=1)).isoformat()})], 1)
+        assert open_rows(p)[1] == (1, "REF-C2", False)
+        assert topics.clicks.data["C2"] == [((AT - timedelta(minutes=1)).timestamp(), "REF-C2")]
+        # Clicks are done once handled: committable; items only once their file is delivered.
+        assert ledger.committable(CLICKS) == 2 and ledger.committable(ITEMS) is None
+
+    asyncio.run(run())
+
+
+def test_records_of_an_older_position_or_out_of_order_are_not_admitted():
+    async def run():
+        p, ledger, _ = pipeline()
+        await p.on_items(ITEMS, [record(ITEMS, 0, item("O1", "C1", im_ref="R"))], epoch=0)  # before the seek
+        assert p.flow.open_batch(ITEMS.partition) is None
+        await p.on_items(ITEMS, [record(ITEMS, 0, item("O1", "C1", im_ref="R")),
+                                 record(ITEMS, 0, item("O1", "C1", im_ref="R"))], epoch=1)  # read twice
+        assert [e.offset for e in p.flow.open_batch(ITEMS.partition).entries] == [0]
+
+    asyncio.run(run())
+
+
+def test_a_revoke_cancelling_the_waiter_leaves_faust_send_to_faust():
+    async def scenario():
+        sent = asyncio.get_running_loop().create_future()
+        waiter = asyncio.ensure_future(confirmed(sent))
+        await asyncio.sleep(0)
+        waiter.cancel()
+        await asyncio.gather(waiter, return_exceptions=True)
+        assert waiter.cancelled() and not sent.cancelled()
+        sent.set_result("published")  # what Faust does when the broker answers
+
+    asyncio.run(scenario())
+
+
+def test_a_cut_read_again_after_a_rebalance_is_recorded_once():
+    async def run():
+        p, ledger, _ = pipeline(max_rows=2)
+        fetch = [record(ITEMS, n, item(f"O{n}", "C1", im_ref="R")) for n in range(3)]
+        await p.on_items(ITEMS, fetch, 1)  # offset 2 closes the cut 0-1
+        # Revoked before the next commit and given back: the same records, read again.
+        ledger.revoke([ITEMS])
+        p.forget({ITEMS.partition})
+        ledger.assign(ITEMS, 0, epoch=2)
+        await p.on_items(ITEMS, fetch, 2)
+        assert p.flow.cuts.data[str(ITEMS.partition)] == [[0, 1]]
+
+    asyncio.run(run())
+
+
+def test_the_timer_cuts_a_full_batch_of_a_quiet_partition_but_not_of_a_paused_one():
+    async def run():
+        p, _, _ = pipeline(max_rows=2, settle_s=0.05)
+        cuts = p.flow.cuts.data
+        await p.on_items(ITEMS, [record(ITEMS, 0, item("O1", "C1", im_ref="R")),
+                                 record(ITEMS, 1, item("O1", "C1", im_ref="R"))], 1)
+        await p.tick()
+        assert p.flow.held() == 0  # full, but just fetched: O1 may still grow
+        await asyncio.sleep(0.1)
+        await p.tick()  # the max_age_s of 60 s is far: this is the full cut, recorded like any cut
+        assert cuts["2"] == [[0, 1]] and p.flow.open_batch(ITEMS.partition) is None
+        # Three size cuts more fill the partition's lanes (nothing confirms here): fetching stops,
+        # so the next full batch's quiet is no sign that its order is complete.
+        await p.on_items(ITEMS, [record(ITEMS, o, item(f"O{o // 2 + 1}", "C1", im_ref="R")) for o in range(2, 10)], 1)
+        assert cuts["2"][1:] == [[2, 3], [4, 5], [6, 7]] and p.flow.held() == 4  # max_in_flight: full
+        await asyncio.sleep(0.1)
+        await p.tick()
+        assert len(cuts["2"]) == 4 and p.flow.open_batch(ITEMS.partition).potential_rows == 2
+
+    asyncio.run(run())
+
+
+# -- the order-changes source on its own flow --------------------------------------------------
+def changes_source():
+    s = settings()
+    ledger = Ledger()
+    topics = SimpleNamespace(dead=Recorder(), unmatched=Recorder(), reported=Recorder())
+    flow = Flow(s.batch, title="modifications", header=MODIFICATION_HEADER, ledger=ledger, cuts=Recorder(),
+                connections=[])
+    c = Changes(flow=flow, reported=topics.reported, dead_letter=topics.dead, unmatched=topics.unmatched,
+                outputs=Outputs(), conversion_title="conversions")
+    ledger.route("changes", c.on_changes)
+    ledger.assign(CHANGES, 0, epoch=1)
+    return c, ledger, topics
+
+
+def change(change_id, order, **extra):
+    return {"change_id": change_id, "order_id": order, "customer_id": "C1", "occurred_at": AT.isoformat(),
+            "kind": "partial_return", "reason": "RETURNED", "items": [{"sku": "S1", "quantity": 1, "amount": "10.00"}],
+            **extra}
+
+
+def delivered_conversions(orders: list[tuple[str, int]]):
+    """A conversion batch as the conversions' flow hands it to its delivered hooks."""
+    batch = Batch(partition=2, first=0, opened_at=0.0)
+    for offset, (order, quantity) in enumerate(orders):
+        row = conversion_row(1000, 4321, {**item(order, "C1", im_ref="R"), "quantity": quantity, "amount": "20.00"},
+                             AT, "R")
+        batch.append(Entry(offset, 0, order_id=order, row=row))
+    return batch
+
+
+def test_changes_of_reported_orders_become_rows_the_rest_go_to_their_topics():
+    async def run():
+        c, ledger, topics = changes_source()
+        await c.record_reported(delivered_conversions([("O1", 2)]))
+        assert topics.reported.data["O1"]["items"] == {"S1": [2, "20.00"]}
+        await c.on_changes(CHANGES, [record(CHANGES, 0, change("X1", "O1")),      # one of two units back
+                                     record(CHANGES, 1, change("X2", "O9")),      # never reported
+                                     record(CHANGES, 2, change("X1", "O1")),      # a producer's retry
+                                     record(CHANGES, 3, b"{not json")], 1)
+        rows = [(e.offset, e.row) for e in c.flow.open_batch(CHANGES.partition).entries]
+        assert rows == [(0, ("O1", "4321", "10.00", "USD", "RETURNED")), (1, None), (2, None), (3, None)]
+        assert [h["imref.reason"] for _, h in topics.unmatched.sent] == [b"order_not_reported", b"duplicate_change"]
+        assert [h["imref.reason"] for _, h in topics.dead.sent] == [b"malformed_json"]
+        assert topics.reported.data["O1"]["applied"] == {"0": "10.00"}
+        # Nothing is committable before the modification file is delivered.
+        assert ledger.committable(CHANGES) is None
+
+    asyncio.run(run())
+
+
+def test_a_change_read_again_gives_the_same_row_and_a_batch_acked_again_keeps_the_changes():
+    async def run():
+        c, ledger, topics = changes_source()
+        await c.record_reported(delivered_conversions([("O1", 2)]))
+        fetch = [record(CHANGES, 0, change("X1", "O1"))]
+        await c.on_changes(CHANGES, fetch, 1)
+        # Revoked before delivery and given back: the same record read again.
+        ledger.revoke([CHANGES])
+        c.forget({CHANGES.partition})
+        ledger.assign(CHANGES, 0, epoch=2)
+        await c.on_changes(CHANGES, fetch, 2)
+        assert [e.row[2] for e in c.flow.open_batch(CHANGES.partition).entries] == ["10.00"]  # not 0: applied once
+        # The conversion file acked again after a restart must not wipe the change.
+        await c.record_reported(delivered_conversions([("O1", 2)]))
+        assert topics.reported.data["O1"]["items"] == {"S1": [1, "10.00"]}
+
+    asyncio.run(run())
