@@ -20,7 +20,11 @@ The sequence is forced, not waited for:
 2. SIGHUP asks for a rebalance (tests/support/imref_test_hooks.py): the revoke comes while that
    callback waits. Once the revoke has begun, the held responses are released.
 3. The partition comes back to the same worker; IMREF_TEST_SEEK_DELAY_S makes the records that
-   Faust lets flow before its seek arrive every time, not by chance.
+   Faust lets flow before its seek arrive every time, not by chance (without it b995434^ passed).
+
+On b995434^ (with this file, tests/support/kafkaproxy.py and the seek delay of the test hooks of
+c9b2924) it failed 3 runs of 3 the same way: R10-R14 missing, the file after the regain starting
+at offset 195, the record whose callback waited at the revoke.
 
 Every valid item must be in exactly one file.
 """
