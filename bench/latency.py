@@ -8,9 +8,10 @@ and CPU: a worst case for the delivery, not an idle one. Items carry their ``im_
 had the cookie), so no batch waits for a click: in a backlog the order-items agent can run ahead
 of the clicks agent, which a live stream, where the click comes minutes before the order, does not.
 
-Counted, per full batch: from the CLOCK_MONOTONIC value the worker logs at the cut (taken when it
-consumed the first item that no longer fits, or by the timer for a full batch at the end of the
-backlog once its partition is quiet: streams/core/batching.py) to the moment this
+Counted, per full batch: from the CLOCK_MONOTONIC value of its cut, which the worker's status page
+(``/status.json``, ``files[].cut_at``) shows (taken when it consumed the first item that no longer
+fits, or by the timer for a full batch at the end of the backlog once its partition is quiet:
+streams/core/batching.py), to the moment this
 process, polling the local fsspec destination every 5 ms, first sees the file under its final
 name (fsspec writes ``.name.part`` and renames). That span holds recording the cut in the
 `batch-cuts` changelog (acks=all), rendering the CSV, the write and the rename. Batches cut by age
@@ -20,21 +21,20 @@ machine, so the two processes' readings compare directly.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
-import re
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 from bench.throughput import order_items
-from streams.tools.devbroker import DevBroker, create_topics
+from streams.tools.devbroker import DevBroker, create_topics, free_port
 from tests.support.harness import WorkerProcess, write_config
 
 PARTITIONS = 4
-CUT = re.compile(r"partition (\d+) offsets (\d+)-(\d+) cut at (\d+) rows \(monotonic ([\d.]+)\)")
-FILE = re.compile(r"_p(\d+)_(\d+)-(\d+)\.csv$")
 
 
 def produce_items(bootstrap: str, topic: str, items: int, customers: int = 50_000) -> None:
@@ -83,10 +83,11 @@ def run(bootstrap: str, tmp: Path, batches: int = 20, rows: int = 10_000, timeou
     t = time.perf_counter()
     produce_items(bootstrap, f"{app_id}.order-items", items)
     produce_s = time.perf_counter() - t
-    out = tmp / f"{app_id}-files"
+    out, port = tmp / f"{app_id}-files", free_port()
     cfg = write_config(tmp / f"{app_id}.yaml", bootstrap=bootstrap, app_id=app_id, out_dir=out,
                        data_dir=tmp / f"{app_id}-state", batch={"max_rows": rows, "max_age_s": 600},
-                       attribution={"grace_s": 2})
+                       attribution={"grace_s": 2}, web={"enabled": True, "host": "127.0.0.1", "port": port})
+    cuts: dict[str, float] = {}  # file name -> its size or full cut (the status page lists the last 50)
     watcher = Watcher(out)
     watcher.start()
     worker = WorkerProcess(cfg, tmp / f"{app_id}.log").start()
@@ -94,9 +95,9 @@ def run(bootstrap: str, tmp: Path, batches: int = 20, rows: int = 10_000, timeou
         worker.wait_ready(120)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            latencies = _match(worker.log_text(), watcher.seen)
-            expected = len(CUT.findall(worker.log_text()))
-            if len(latencies) >= batches and len(latencies) == expected:
+            cuts.update(size_and_full_cuts(port))
+            latencies = [(name, watcher.seen[name] - at) for name, at in cuts.items() if name in watcher.seen]
+            if len(latencies) >= batches and len(latencies) == len(cuts):
                 break
             time.sleep(0.5)
     finally:
@@ -110,16 +111,10 @@ def run(bootstrap: str, tmp: Path, batches: int = 20, rows: int = 10_000, timeou
             "min_s": min(values)}
 
 
-def _match(log: str, seen: dict[str, float]) -> list[tuple[tuple, float]]:
-    cuts = {(int(p), int(a), int(b)): float(mono) for p, a, b, _, mono in CUT.findall(log)}
-    found = []
-    for name, at in list(seen.items()):
-        m = FILE.search(name)
-        if m:
-            key = tuple(int(g) for g in m.groups())
-            if key in cuts:
-                found.append((key, at - cuts[key]))
-    return found
+def size_and_full_cuts(port: int) -> dict[str, float]:
+    """The files on the worker's status page whose batch was cut at its row threshold: name -> cut."""
+    status = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/status.json", timeout=5))
+    return {f["name"]: f["cut_at"] for f in status["files"] if f["cut"] in ("size", "full")}
 
 
 def print_report(r: dict) -> None:

@@ -23,13 +23,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import orjson
 from kafka import KafkaProducer
 
-from streams.tools.devbroker import DevBroker, create_topics
+from streams.tools.devbroker import DevBroker, create_topics, free_port
 from tests.support.harness import WorkerProcess, write_config
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -87,14 +88,23 @@ def run_json(cmd: list[str], timeout: float) -> dict:
 def start_workers(broker: DevBroker, tmp: Path, prefix: str, group: str, workers: int) -> list[WorkerProcess]:
     procs = []
     for w in range(workers):
+        port = free_port()
         cfg = write_config(tmp / f"{group}-{w}.yaml", bootstrap=broker.bootstrap, app_id=group,
                            out_dir=tmp / group, data_dir=tmp / f"{group}-state-{w}",
                            topics={"clicks": f"{prefix}.clicks", "order_items": f"{prefix}.order-items"},
-                           batch={"max_rows": 10_000, "max_age_s": 2}, attribution={"grace_s": 2})
-        procs.append(WorkerProcess(cfg, tmp / f"{group}-{w}.log", env={"IMREF_TEST_TANSU_COMPAT": ""}).start())
+                           batch={"max_rows": 10_000, "max_age_s": 2}, attribution={"grace_s": 2},
+                           web={"enabled": True, "host": "127.0.0.1", "port": port})
+        worker = WorkerProcess(cfg, tmp / f"{group}-{w}.log", env={"IMREF_TEST_TANSU_COMPAT": ""}).start()
+        worker.status_url = f"http://127.0.0.1:{port}/status.json"
+        procs.append(worker)
     for worker in procs:
         worker.wait_ready(120)
     return procs
+
+
+def partitions(worker: WorkerProcess) -> list[dict]:
+    """Where each gated partition of the worker stands, from its status page."""
+    return json.load(urllib.request.urlopen(worker.status_url, timeout=5))["partitions"]
 
 
 def run_pipeline(broker: DevBroker, tmp: Path, prefix: str, items: int, timeout: float, workers: int = 1,
@@ -107,24 +117,24 @@ def run_pipeline(broker: DevBroker, tmp: Path, prefix: str, items: int, timeout:
     rebalance (Tansu holds a JoinGroup for seconds) is start-up, not throughput."""
     procs = start_workers(broker, tmp, prefix, f"{prefix}-pipeline-{workers}", workers)
     if produce_after_settle is not None:
-        assigned = re.compile(r"assigned: resumes")
-        seen, quiet_since, deadline = -1, time.monotonic(), time.monotonic() + 90
+        seen, quiet_since, deadline = None, time.monotonic(), time.monotonic() + 90
         while time.monotonic() - quiet_since < 8 and time.monotonic() < deadline:
-            now = sum(len(assigned.findall(w.log_text())) for w in procs)
+            now = [sorted((p["topic"], p["partition"]) for p in partitions(w)) for w in procs]
             if now != seen:
                 seen, quiet_since = now, time.monotonic()
             time.sleep(0.2)
     t0, cpu0 = time.perf_counter(), [cpu_seconds(w.proc.pid) for w in procs]
     if produce_after_settle is not None:
         produce_after_settle()
-    # Every consumed record ends in a delivered batch (as a row, unattributed or dead-lettered);
-    # a range two workers both delivered around a rebalance counts once.
-    delivered = re.compile(r"partition (\d+) offsets (\d+)-(\d+) delivered")
+    # Every consumed record ends in a delivered batch (as a row, unattributed or dead-lettered):
+    # the fresh topics' partitions are done up to the furthest any worker delivered.
+    topic, reached = f"{prefix}.order-items", {}
     done, deadline = 0, time.monotonic() + timeout
     while done < items and time.monotonic() < deadline:
         time.sleep(0.1)
-        ranges = {m for w in procs for m in delivered.findall(w.log_text())}
-        done = sum(int(b) - int(a) + 1 for _, a, b in ranges)
+        for p in (p for w in procs for p in partitions(w) if p["topic"] == topic):
+            reached[p["partition"]] = max(reached.get(p["partition"], 0), p["delivered_to"])
+        done = sum(reached.values())
     wall = time.perf_counter() - t0
     cpu = sum(cpu_seconds(w.proc.pid) - c for w, c in zip(procs, cpu0))
     for worker in procs:

@@ -20,6 +20,8 @@ class FileState:
     attempts: int = 0
     error: str = ""
     updated: float = 0.0  # wall clock, for the page
+    cut: str = ""  # why its batch was cut: size, full, age, stop, recorded (a cut replayed after a restart)
+    cut_at: float | None = None  # CLOCK_MONOTONIC at the cut (machine-wide: bench/latency.py compares it)
 
 
 @dataclass
@@ -82,8 +84,9 @@ class Metrics:
             raise ValueError(f"unknown metric {what!r}")
 
     # -- called by the delivery lanes -----------------------------------------------------
-    def file_held(self, connection: str, name: str) -> None:
-        self._file(connection, name, None, "held")
+    def file_held(self, connection: str, name: str, cut: str = "", cut_at: float | None = None) -> None:
+        f = self._file(connection, name, None, "held")
+        f.cut, f.cut_at = cut, cut_at
 
     def file_dropped(self, connection: str, name: str) -> None:
         """The batch became no file (no rows left) or its partition was revoked: the new owner

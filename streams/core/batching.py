@@ -51,6 +51,8 @@ class Batch:
     resolved_event: Any = None  # set by the pipeline when the batch is sealed
     source: Any = None  # the commit gate's ledger of the partition's assignment it was read in
     delivered: bool = False  # already delivered whole before a restart: ack, never upload
+    cut: str = ""  # why it was cut: size, full, age, stop, or recorded (a replayed cut)
+    cut_at: float | None = None  # the caller's clock at a size, full or age cut
 
     def append(self, entry: Entry) -> None:
         entry.batch = self
@@ -107,12 +109,12 @@ class PartitionBatcher:
         if self.recorded and self.recorded[0][0] <= entry.offset:
             first, last = self.recorded[0]
             if self.open and self.open.first < first:  # its own cut was not recorded: keep it apart
-                sealed.append(self._seal(self.open.first, self.open.last))
+                sealed.append(self._seal(self.open.first, self.open.last, "recorded"))
             self._append(entry, now, first)
             self.open.delivered = entry.offset <= self.delivered_through
             if entry.offset >= last:
                 self.recorded.pop(0)
-                sealed.append(self._seal(first, last))
+                sealed.append(self._seal(first, last, "recorded"))
             return sealed
         if self.open and entry.counts_as_row and self.open.potential_rows >= self.max_rows:
             sealed.append(self._cut_before_order_of(entry, now))
@@ -122,7 +124,7 @@ class PartitionBatcher:
     def seal_if_older(self, now: float, max_age_s: float) -> Batch | None:
         """The age threshold: the caller's timer asks; a replayed recorded cut is never moved."""
         if self.open and not self._in_recorded_range() and now - self.open.opened_at >= max_age_s:
-            return self._seal(self.open.first, self.open.last)
+            return self._seal(self.open.first, self.open.last, "age", now)
         return None
 
     def seal_if_full(self, now: float, settle_s: float) -> Batch | None:
@@ -134,14 +136,14 @@ class PartitionBatcher:
         if (batch is None or batch.potential_rows < self.max_rows or self._in_recorded_range()
                 or now - self.quiet_since < settle_s):
             return None
-        self._seal(batch.first, batch.last)
+        self._seal(batch.first, batch.last, "full", now)
         self._log_cut(batch, now, f"; full, partition quiet for {now - self.quiet_since:.1f}s")
         return batch
 
     def seal_open(self) -> Batch | None:
         """Graceful stop: close what is open unless it is a replayed cut not yet complete."""
         if self.open and not self._in_recorded_range():
-            return self._seal(self.open.first, self.open.last)
+            return self._seal(self.open.first, self.open.last, "stop")
         return None
 
     def _in_recorded_range(self) -> bool:
@@ -152,7 +154,7 @@ class PartitionBatcher:
         while self.recorded and self.recorded[0][1] < offset:
             first, last = self.recorded.pop(0)
             if self.open is not None:  # records missing from the log (e.g. retention); keep the name
-                sealed.append(self._seal(first, last))
+                sealed.append(self._seal(first, last, "recorded"))
         return sealed
 
     def _append(self, entry: Entry, now: float, first: int | None = None) -> None:
@@ -173,17 +175,17 @@ class PartitionBatcher:
         self.open = None
         for e in moved:
             self._append(e, now)
+        batch.cut, batch.cut_at = "size", now
         self._log_cut(batch, now)
         return batch
 
     def _log_cut(self, batch: Batch, now: float, how: str = "") -> None:
-        # CLOCK_MONOTONIC is machine-wide: bench/latency.py times cut-to-visible from this value.
         log.info("partition %d offsets %d-%d cut at %d rows (monotonic %.4f)%s",
                  self.partition, batch.first, batch.last, batch.potential_rows, now, how)
 
-    def _seal(self, first: int, last: int) -> Batch:
+    def _seal(self, first: int, last: int, cut: str, now: float | None = None) -> Batch:
         batch, self.open = self.open, None
-        batch.first, batch.last = first, last
+        batch.first, batch.last, batch.cut, batch.cut_at = first, last, cut, now
         return batch
 
 

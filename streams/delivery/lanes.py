@@ -60,7 +60,8 @@ class Job:
     prepare: Callable[[], Awaitable[tuple[bytes | None, int]]]
     on_delivered: Callable[[], Awaitable[None]]
     rows: int = 0
-    cut_at: float = field(default_factory=monotonic)
+    cut: str = ""  # why the batch was cut (core.batching.Batch.cut)
+    cut_at: float = field(default_factory=monotonic)  # CLOCK_MONOTONIC: one clock for the whole machine
     remaining: int = 0
     _prepared: asyncio.Task | None = field(default=None, repr=False)
 
@@ -90,7 +91,7 @@ class PartitionLanes:
         self._unfinished.append(job)
         if self.metrics:  # visible while it waits for its turn in a lane
             for name in self._queues:
-                self.metrics.file_held(name, job.name)
+                self.metrics.file_held(name, job.name, job.cut, job.cut_at)
         job.remaining = len(self._queues)
         asyncio.ensure_future(job.payload())  # start recording the cut and rendering now
         for queue in self._queues.values():

@@ -211,5 +211,11 @@ class Ledger:
     def partitions(self) -> list[TP]:
         return list(self._parts)
 
+    def snapshot(self) -> list[dict]:
+        """Where each gated partition of this worker stands, for the status page and benchmarks."""
+        return [{"topic": tp.topic, "partition": tp.partition, "resumed_from": p.resumed_from,
+                 "delivered_to": p.delivered_to, "committed": p.committed}
+                for tp, p in sorted(self._parts.items())]
+
     def get(self, tp: TP) -> PartitionLedger | None:
         return self._parts.get(tp)

@@ -100,7 +100,7 @@ class Flow:
             if batch.resolved:
                 batch.resolved_event.set()
             job = Job(batch.file_name(self.title), prepare=partial(self._render, batch, cut_recorded),
-                      on_delivered=partial(self._ack, batch))
+                      on_delivered=partial(self._ack, batch), cut=batch.cut, cut_at=batch.cut_at or monotonic())
             lane = self._lane(batch.partition, batch.source.tp)
             lane.submit(job)
             if lane.full and not self._stopping:

@@ -54,6 +54,7 @@ def status(app, metrics: Metrics) -> dict:
         "connections": [{"name": name, "ok": h.failing_since is None, "last_error": h.last_error,
                          "last_success": h.last_success} for name, h in sorted(metrics.health.items())],
         "batches_held": held,
+        "partitions": app.ledger.snapshot(),
     }
 
 
