@@ -93,14 +93,14 @@ class Flow:
     async def submit(self, batches: list[Batch]) -> None:
         for batch in batches:
             if batch.delivered:
-                await self._ack(batch)
+                await self.ack(batch)
                 continue
             cut_recorded = self._record_cut(batch)
             batch.resolved_event = asyncio.Event()
             if batch.resolved:
                 batch.resolved_event.set()
-            job = Job(batch.file_name(self.title), prepare=partial(self._render, batch, cut_recorded),
-                      on_delivered=partial(self._ack, batch), cut=batch.cut, cut_at=batch.cut_at or monotonic())
+            job = Job(batch.file_name(self.title), prepare=partial(self.make_file, batch, cut_recorded),
+                      on_delivered=partial(self.ack, batch), cut=batch.cut, cut_at=batch.cut_at or monotonic())
             lane = self._lane(batch.partition, batch.source.tp)
             lane.submit(job)
             if lane.full and not self._stopping:
@@ -171,7 +171,7 @@ class Flow:
         sent, = self.cuts.put(batch.partition, {key: cuts})
         return sent
 
-    async def _render(self, batch: Batch, cut_recorded) -> tuple[bytes | None, int]:
+    async def make_file(self, batch: Batch, cut_recorded) -> tuple[bytes | None, int]:
         """The file, once its cut is recorded, every entry resolved and every side output sent."""
         await confirmed(cut_recorded)
         await batch.resolved_event.wait()
@@ -181,7 +181,9 @@ class Flow:
         rows = batch.rows()
         return (render(rows, self.header) if rows else None), len(rows)
 
-    async def _ack(self, batch: Batch) -> None:
+    async def ack(self, batch: Batch) -> None:
+        """Every connection confirmed the batch's file (or it was delivered before a restart): its
+        records are delivered, committable once everything before them is."""
         rows = sum(e.row is not None for e in batch.entries)
         for hook in self.delivered_hooks:
             await hook(batch)
