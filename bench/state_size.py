@@ -8,7 +8,7 @@ data_dir. The tables are the worker's own (``streams.runtime.app.create_app`` wi
 and a returns connection, so Faust's RocksDB store with Faust's options and json codec):
 
 - ``clicks``: each day ``--clicks-per-day`` clicks of customers drawn from ``--customers``,
-  folded into their histories by ``attribution.remember`` (what ``Pipeline.on_clicks`` stores);
+  folded into their histories by ``attribution.remember`` (what ``Conversions.on_clicks`` stores);
 - ``reported-orders``: each day ``--orders-per-day`` orders of 1 to 3 items, the value
   ``modifications.reported_order`` builds; one in ten is returned 1 to 30 days later (its
   ``changed_at``, which keeps it longer).

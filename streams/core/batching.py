@@ -48,7 +48,7 @@ class Batch:
     last: int = -1
     pending: int = 0
     potential_rows: int = 0
-    resolved_event: Any = None  # set by the pipeline when the batch is sealed
+    resolved_event: Any = None  # set by the flow when the batch is submitted
     source: Any = None  # the commit gate's ledger of the partition's assignment it was read in
     delivered: bool = False  # already delivered whole before a restart: ack, never upload
     cut: str = ""  # why it was cut: size, full, age, stop, or recorded (a replayed cut)

@@ -1,5 +1,5 @@
 """impact's batch files: the seed's 11 conversion columns (plus configured extras), RFC 4180,
-formula-safe cells; ``render`` also writes the action-modification file (streams.modifications)."""
+formula-safe cells; ``render`` also writes the action-modification file (streams.flow.changes)."""
 from __future__ import annotations
 
 import csv
