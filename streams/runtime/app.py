@@ -127,7 +127,32 @@ def create_app(settings: Settings) -> ImrefApp:
         web.install(app, metrics)
     collector.install(app, settings)
     reports.install(app, settings)
+    outputs = [t.dead_letter, t.unattributed] + [w.table.changelog_topic.get_topic_name()
+                                                for w in (clicks, flow.cuts)]
+    if app.changes is not None:
+        outputs += [t.unmatched_changes] + [w.table.changelog_topic.get_topic_name()
+                                            for w in (app.changes.reported, app.changes.flow.cuts)]
+    _track_output_topics(app, outputs)
     return app
+
+
+def track_topics(producer, topics: list[str]):
+    """aiokafka's producer keeps metadata only for the topics it tracks, and it does not track a
+    topic whose partitions it first learnt from the full fetch it makes at start. As soon as it
+    tracks any other topic, the untracked one drops out of its metadata: records already batched
+    for it then wait for a leader that metadata no longer lists, until the batch expires (Faust:
+    20 min), and every producer flush -- before each commit, and at stop -- waits with them.
+    Tracking every topic the worker writes to keeps them all in its metadata."""
+    return asyncio.gather(*(producer.client.add_topic(topic) for topic in topics))
+
+
+def _track_output_topics(app: ImrefApp, topics: list[str]) -> None:
+    async def track() -> None:  # an app task: runs once the producer has started
+        await track_topics(app.producer._ensure_producer(), topics)
+
+    if not hasattr(app.producer, "_ensure_producer"):
+        raise RuntimeError("this Faust version's producer lacks _ensure_producer: output topics cannot be tracked")
+    app.task(track)
 
 
 def _cuts_table(app: ImrefApp, name: str, partitions: int) -> TableWriter:

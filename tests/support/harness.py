@@ -96,9 +96,11 @@ class WorkerProcess:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
+                stacks = self.stacks()  # where the stop hangs, before the process is gone
                 self.proc.kill()
                 self.proc.wait()
-                raise AssertionError(f"worker ignored SIGTERM for {timeout}s")
+                raise AssertionError(f"worker ignored SIGTERM for {timeout}s; its stacks:\n{stacks}"
+                                     f"\nlog: {self.log_path}")
         return self.proc.returncode
 
 
