@@ -15,7 +15,7 @@ from typing import Literal
 import paramiko
 from pydantic import Field, model_validator
 
-from .base import Connection, ConnectionSettings, step
+from .base import Connection, ConnectionSettings, probe_folder, step
 from .credentials import SecretRef
 from .fsspec_dir import FsspecSettings, StorageOptions, storage_options_field
 
@@ -97,6 +97,28 @@ class SftpConnection(Connection):
                     raise OSError("size on the server differs from the file sent")
             with step("rename"):
                 sftp.posix_rename(temp, final)  # replaces an earlier copy atomically
+
+    def probe(self) -> str:
+        s = self.settings
+        done = f"logged in to {s.host}:{s.port}, host key matches {s.known_hosts}"
+        if s.methodology == "pull_from_impact":
+            from .pull import SftpSource  # pull builds on this module
+
+            with SftpSource(s) as source:
+                files = source.list()
+            return done + f"; {len(files)} file(s) in {s.directory} match {s.file_pattern}"
+        with self.session() as sftp:
+            if s.methodology != "pull_from_3rd_party":
+                with step("open directory"):
+                    sftp.stat(s.directory)
+                return done + f"; {s.directory} exists, nothing written"
+
+            def path(name: str) -> str:
+                return posixpath.join(s.directory, name)
+
+            return done + f"; {s.directory} " + probe_folder(
+                write=lambda name: sftp.open(path(name), "wb").close(),
+                rename=lambda a, b: sftp.posix_rename(path(a), path(b)), remove=lambda name: sftp.remove(path(name)))
 
     def session(self) -> paramiko.SFTPClient:
         """An SFTP session whose SSH client closes with it."""
