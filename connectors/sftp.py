@@ -7,8 +7,10 @@ Pull from impact (list and download with the same session) is in ``connectors.pu
 """
 from __future__ import annotations
 
+import fnmatch
 import io
 import posixpath
+import stat
 from pathlib import Path
 from typing import Literal
 
@@ -73,6 +75,11 @@ class SftpSettings(ConnectionSettings):
         return self
 
 
+def to_fetch(entry: paramiko.SFTPAttributes, pattern: str) -> bool:
+    """A listed entry that pull from impact fetches: a regular file whose name matches."""
+    return stat.S_ISREG(entry.st_mode or 0) and fnmatch.fnmatchcase(entry.filename, pattern)
+
+
 def load_private_key(text: str) -> paramiko.PKey:
     for key_type in _KEY_TYPES:
         try:
@@ -101,13 +108,11 @@ class SftpConnection(Connection):
     def probe(self) -> str:
         s = self.settings
         done = f"logged in to {s.host}:{s.port}, host key matches {s.known_hosts}"
-        if s.methodology == "pull_from_impact":
-            from .pull import SftpSource  # pull builds on this module
-
-            with SftpSource(s) as source:
-                files = source.list()
-            return done + f"; {len(files)} file(s) in {s.directory} match {s.file_pattern}"
         with self.session() as sftp:
+            if s.methodology == "pull_from_impact":
+                with step("list"):
+                    files = [e for e in sftp.listdir_attr(s.directory) if to_fetch(e, s.file_pattern)]
+                return done + f"; {len(files)} file(s) in {s.directory} match {s.file_pattern}"
             if s.methodology != "pull_from_3rd_party":
                 with step("open directory"):
                     sftp.stat(s.directory)
