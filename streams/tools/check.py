@@ -106,7 +106,8 @@ def kafka_checks(settings: Settings) -> Iterator[Check]:
 def topics(settings: Settings) -> tuple[list[str], list[str], list[str]]:
     """(inputs that must exist, changelogs co-partitioned with them, topics the worker creates)."""
     t, app = settings.topics, settings.app_id
-    inputs, changelogs, created = [t.clicks, t.order_items], ["clicks", "batch-cuts"], [t.dead_letter, t.unattributed]
+    inputs, changelogs = [t.clicks, t.order_items], ["clicks", "orders", "batch-cuts"]
+    created = [t.dead_letter, t.unattributed, t.audit]
     if settings.pushes("action_modifications"):
         inputs.append(t.order_changes)
         changelogs += ["reported-orders", "modification-cuts"]
