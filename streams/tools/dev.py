@@ -17,7 +17,7 @@ import orjson
 from schemas.validation import InvalidEvent, validate_click, validate_order_change
 
 from ..config import ConfigError, Settings, load_settings
-from ..core.join import parse_item
+from ..core.join import parse_record
 from ..kafka import client_options
 from .devbroker import DevBroker, create_topics
 from .producer import CheckoutProducer, now_iso
@@ -112,12 +112,12 @@ def read_events(lines) -> list[dict]:
     return events
 
 
-def refusal(kind: str, event: dict, max_age_days: int) -> str | None:
+def refusal(kind: str, event: dict, settings: Settings) -> str | None:
     """The reason the worker will refuse this event, if it will (it is sent all the same)."""
     raw, key = orjson.dumps(event), event["customer_id"].encode()
     try:
         if kind == "item":
-            parse_item(raw, key, max_age_days)
+            parse_record(raw, key, settings.max_event_age_days, max_lines=settings.batch.max_rows)
         else:
             (validate_click if kind == "click" else validate_order_change)(raw, key)
     except InvalidEvent as exc:
@@ -135,7 +135,7 @@ def produce(settings: Settings, events: list[dict], out=print) -> Counter:
     try:
         for number, event in enumerate(events, 1):
             kind = kind_of(event)
-            reason = refusal(kind, event, settings.impact.max_event_age_days)
+            reason = refusal(kind, event, settings)
             if reason:
                 out(f"event {number} ({kind}): the worker will refuse it: {reason}")
             futures.append((kind, producer.send(topic[kind], event["customer_id"], orjson.dumps(event))))
