@@ -151,11 +151,12 @@ def verify(out_dir: Path, expected: set) -> tuple[int, int, int]:
     return delivered, len(expected - count.keys()), sum(n - 1 for n in count.values()) + split
 
 
-def pushed_again(received: list[str], confirmed_log: str) -> tuple[int, int]:
-    """Files a push server completed more than once: (confirmed by the worker before, so a
-    failure; not confirmed: a push in flight when the worker died, inside the window)."""
+def pushed_again(received: list[str], log: str, connection: str = "impact push") -> tuple[int, int]:
+    """Files a push server completed more than once: (a worker had seen the file confirmed, and
+    it was sent again: a failure; else a push in flight or not yet recorded when the worker died,
+    inside the window). The worker logs a confirmation only once it is recorded."""
     again = [name for name, n in Counter(received).items() if n > 1]
-    confirmed = [name for name in again if f"confirmed {name} (" in confirmed_log]
+    confirmed = [name for name in again if log.count(f"connection {connection!r} confirmed {name} (") > 1]
     return len(confirmed), len(again) - len(confirmed)
 
 
