@@ -108,7 +108,7 @@ class Conversions:
             self.outputs.count("dead_letter", exc.reason)
             return batcher.add(entry, clock)
         first = items[0]
-        order_id, lines = first["order_id"], line_identities(items)
+        order_id, lines = first["order_id"], line_identities(items, record.value)
         refusal = batcher.orders.take(order_id, lines, record.offset, clock, first.get("items_in_order"), whole)
         if refusal is not None:
             self._refuse(entry, record, refusal, order_id)
