@@ -1,5 +1,5 @@
-"""``imref-stream``: ``worker`` runs the pipeline; ``demo`` runs it on an embedded broker;
-``replay`` re-processes a time range into files."""
+"""``imref-stream``: ``worker`` runs the pipeline; ``collector`` serves landing pages' click
+beacons; ``demo`` runs it on an embedded broker; ``replay`` re-processes a time range into files."""
 from __future__ import annotations
 
 import argparse
@@ -19,12 +19,28 @@ def run_worker(config: str, loglevel: str) -> int:
     return run(settings, loglevel)
 
 
+def run_collector(config: str, loglevel: str) -> int:
+    from .config import CollectorProcessSettings
+
+    try:
+        settings = load_settings(config, CollectorProcessSettings)
+    except ConfigError as exc:
+        print(f"imref-stream: {exc}", file=sys.stderr)
+        return 2
+    from .collector.server import run
+
+    return run(settings, loglevel)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="imref-stream", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     w = sub.add_parser("worker", help="run the pipeline against the configured Kafka cluster")
     w.add_argument("--config", required=True, help="YAML config file")
     w.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
+    c = sub.add_parser("collector", help="serve landing pages' click beacons (stateless; produces click events)")
+    c.add_argument("--config", required=True, help="YAML config file (the worker's serves)")
+    c.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
     d = sub.add_parser("demo", help="run the pipeline on an embedded broker with generated traffic")
     d.add_argument("--output", default="demo-output", help="folder for the CSV files")
     d.add_argument("--orders", type=int, default=400, help="orders to generate")
@@ -39,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "worker":
         return run_worker(args.config, args.loglevel)
+    if args.command == "collector":
+        return run_collector(args.config, args.loglevel)
     if args.command == "replay":
         from .tools.replay import run
 

@@ -156,7 +156,7 @@ def test_the_schemas_reject_a_broken_object(rendered, name):
 # -- the rules ------------------------------------------------------------------------------------
 
 def test_the_example_deployment_breaks_no_rule(example):
-    assert example.settings.collector.enabled and example.settings.store == "rocksdb://"
+    assert example.settings.collector.allowed_origins and example.settings.store == "rocksdb://"
     kinds = {(c.data_type, c.methodology) for c in example.settings.connections}
     assert {("action_modifications", "push_to_impact"), ("performance_bonus_detail", "pull_from_impact")} <= kinds
     assert example.settings.kafka.security_protocol == "SASL_SSL"
