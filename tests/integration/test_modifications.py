@@ -109,29 +109,29 @@ def scenario(broker, tmp_path_factory):
     wait_until(lambda: acked_items(port, topics["order-items"]) >= len(items), 30, "conversion batches acked")
 
     changes = [
-        change("C1", "O1", "partial_return", "RETURNED", [("A", 1, "10.00")], change_id="RET-O1-A"),
-        change("C1", "O1", "partial_return", "RETURNED", [("B", 1, "10.00"), ("NOT-SOLD", 1, "3.00")]),
-        change("C2", "O2", "cancellation", "ORDER_CANCELLED"),
-        change("C3", "O3", "full_return", "RETURNED"),
+        change("C1", "O1", "partial_return", "ITEM_RETURNED", [("A", 1, "10.00")], change_id="RET-O1-A"),
+        change("C1", "O1", "partial_return", "ITEM_RETURNED", [("B", 1, "10.00"), ("NOT-SOLD", 1, "3.00")]),
+        change("C2", "O2", "cancellation", "ORDER_UPDATE"),
+        change("C3", "O3", "full_return", "ITEM_RETURNED"),
         # every unit of F is back: nothing of F remains, even if less was refunded
-        change("C4", "O4", "partial_return", "RETURNED", [("F", 2, "35.00")]),
-        change("C1", "O9", "cancellation", "ORDER_CANCELLED"),  # never reported
-        change("C4", "O4", "partial_return", "RETURNED", [("NOT-SOLD", 1, "1.00")]),  # changes nothing
+        change("C4", "O4", "partial_return", "ITEM_RETURNED", [("F", 2, "35.00")]),
+        change("C1", "O9", "cancellation", "ORDER_UPDATE"),  # never reported
+        change("C4", "O4", "partial_return", "ITEM_RETURNED", [("NOT-SOLD", 1, "1.00")]),  # changes nothing
         (b"C2", orjson.dumps({"change_id": "R-bad", "order_id": "O2", "customer_id": "C2", "occurred_at": NOW.isoformat(),
-                              "kind": "partial_return", "reason": "RETURNED"})),  # items missing
+                              "kind": "partial_return", "reason": "ITEM_RETURNED"})),  # items missing
         (b"C3", orjson.dumps({"change_id": "R-bad", "order_id": "O3", "customer_id": "C4", "occurred_at": NOW.isoformat(),
                               "kind": "cancellation", "reason": "X"})),  # key is not the customer
         # the producer retried the first send: the return of A must not come off twice
-        change("C1", "O1", "partial_return", "RETURNED", [("A", 1, "10.00")], change_id="RET-O1-A"),
+        change("C1", "O1", "partial_return", "ITEM_RETURNED", [("A", 1, "10.00")], change_id="RET-O1-A"),
     ]
     metas = produce(broker.bootstrap, topics["order-changes"], changes)
     origin = [(m.topic, m.partition, m.offset) for m in metas]
     expected = [
-        ["O1", "4321", "25.50", "EUR", "RETURNED"],
-        ["O1", "4321", "15.50", "EUR", "RETURNED"],
-        ["O2", "4321", "0", "", "ORDER_CANCELLED"],
-        ["O3", "4321", "0", "", "RETURNED"],
-        ["O4", "4321", "7.25", "EUR", "RETURNED"],
+        ["O1", "4321", "25.50", "EUR", "ITEM_RETURNED"],
+        ["O1", "4321", "15.50", "EUR", "ITEM_RETURNED"],
+        ["O2", "4321", "0", "", "ORDER_UPDATE"],
+        ["O3", "4321", "0", "", "ITEM_RETURNED"],
+        ["O4", "4321", "7.25", "EUR", "ITEM_RETURNED"],
     ]
     mod_files = wait_for_rows(mods, len(expected), timeout=60, worker=worker)
     unmatched = read_topic(broker.bootstrap, topics["unmatched-changes"], expect=3)
