@@ -386,6 +386,19 @@ def test_over_https_the_server_sets_secure_cookies(collector, ca, tmp_path):
     assert [(k, e["landing_url"]) for k, e in records if e["im_ref"] == "Qi-TLS.7"] == [(b"V-2002", f"{a}/landing")]
 
 
+def test_a_click_id_the_click_schema_refuses_is_neither_kept_nor_sent(collector):
+    a = collector["site"].origin("shop-a")
+    with chromium() as context:
+        page = context.new_page()
+        page.goto(f"{a}/landing?im_ref=Qi%3Bx%3D1&cid=V-4004")  # "Qi;x=1": not URL-safe
+        assert page.evaluate("window.result") == {"ref": None, "sent": False, "consent": "not required"}
+        assert context.cookies() == []
+        page.goto(f"{a}/landing?im_ref=Qi-ok.1&cid=V-4004")  # a good one after it: its beacon is the only one
+        assert page.evaluate("window.result")["sent"] is True and cookies(context, a)["im_ref"]["value"] == "Qi-ok.1"
+    records = clicks_until(collector, lambda r: any(e["im_ref"] == "Qi-ok.1" for _, e in r))
+    assert [e["im_ref"] for _, e in records if e["customer_id"] == "V-4004"] == ["Qi-ok.1"]
+
+
 @pytest.mark.parametrize("signal", CONSENT_SIGNALS)
 def test_with_consent_required_nothing_is_stored_or_sent_until_granted_and_withdrawal_removes_it(collector, signal):
     _, grant, withdraw = CONSENT_SIGNALS[signal]

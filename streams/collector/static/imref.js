@@ -19,8 +19,8 @@
 })(typeof self !== "undefined" ? self : this, function (root) {
   "use strict";
 
-  // impact click ids: 1-64 printable ASCII characters (schemas/click.schema.json).
-  var CLICK_ID = /^[\x21-\x7e]{1,64}$/;
+  // impact click ids: 1-64 URL-safe characters (RFC 3986 unreserved; schemas/click.schema.json).
+  var CLICK_ID = /^[A-Za-z0-9._~-]{1,64}$/;
   var ACTIVATE = ["click", "auxclick", "contextmenu", "keydown"];
   var doc = root.document;
   var script = doc && doc.currentScript && doc.currentScript.src;
