@@ -81,7 +81,8 @@ def scenario(broker, tmp_path_factory):
         topics={"order_changes": topics["order-changes"], "unmatched_changes": topics["unmatched-changes"]},
         impact={"extra_columns": EXTRAS}, attribution={"grace_s": 2},
         batch={"max_rows": 50, "max_age_s": 1.0, "file_title": "acme-conv"},
-        modifications={"file_title": "acme-mods"},
+        # DAMAGED: a custom disposition code set up in the account; any other reason is refused
+        modifications={"file_title": "acme-mods", "custom_reasons": ["DAMAGED"]},
         web={"enabled": True, "host": "127.0.0.1", "port": port},
         connections=[{"name": "conversions outbox", "method": "fsspec", "url": str(conv)},
                      {"name": "returns outbox", "method": "fsspec", "url": str(mods),
@@ -123,6 +124,7 @@ def scenario(broker, tmp_path_factory):
                               "kind": "cancellation", "reason": "X"})),  # key is not the customer
         # the producer retried the first send: the return of A must not come off twice
         change("C1", "O1", "partial_return", "ITEM_RETURNED", [("A", 1, "10.00")], change_id="RET-O1-A"),
+        change("C2", "O2", "cancellation", "ORDER_CANCELLED"),  # not a reason code impact takes
     ]
     metas = produce(broker.bootstrap, topics["order-changes"], changes)
     origin = [(m.topic, m.partition, m.offset) for m in metas]
@@ -135,7 +137,7 @@ def scenario(broker, tmp_path_factory):
     ]
     mod_files = wait_for_rows(mods, len(expected), timeout=60, worker=worker)
     unmatched = read_topic(broker.bootstrap, topics["unmatched-changes"], expect=3)
-    dead = read_topic(broker.bootstrap, topics["dead-letter"], expect=2)
+    dead = read_topic(broker.bootstrap, topics["dead-letter"], expect=3)
     time.sleep(2)  # a row too many or a duplicate file would show up now
     mod_files = read_csv_files(mods)
     counted = metrics(port)
@@ -191,7 +193,7 @@ def test_unreported_no_op_and_duplicate_changes_go_to_the_unmatched_topic_and_ar
     assert counted[("imref_unmatched_changes_total", (("reason", "order_not_reported"),))] == 1
     assert counted[("imref_unmatched_changes_total", (("reason", "nothing_to_change"),))] == 1
     assert counted[("imref_unmatched_changes_total", (("reason", "duplicate_change"),))] == 1
-    assert counted[("imref_order_changes_in_total", ())] == 10
+    assert counted[("imref_order_changes_in_total", ())] == 11
 
 
 def test_invalid_changes_go_to_the_dead_letter_topic_with_reason_and_origin(scenario):
@@ -201,7 +203,8 @@ def test_invalid_changes_go_to_the_dead_letter_topic_with_reason_and_origin(scen
         got[(h["imref.source.topic"].decode(), int(h["imref.source.partition"]), int(h["imref.source.offset"])),
             h["imref.reason"].decode()] += 1
     origin = scenario["origin"]
-    assert got == Counter({(origin[7], "schema_violation"): 1, (origin[8], "key_mismatch"): 1})
+    assert got == Counter({(origin[7], "schema_violation"): 1, (origin[8], "key_mismatch"): 1,
+                           (origin[10], "unknown_reason_code"): 1})
 
 
 def test_a_restarted_worker_continues_from_the_recorded_order_state(scenario):
@@ -218,7 +221,7 @@ def test_extra_columns_follow_the_base_columns_in_config_order(scenario):
         rows += file_rows[1:]
     by_sku = {r[9]: r[11:] for r in rows}
     assert by_sku == {
-        "A": ["'=SAVE10", "NEW", "Tools"], "B": ["'=SAVE10", "NEW", ""], "C": ["'=SAVE10", "NEW", "Seeds"],
+        "A": ["=SAVE10", "NEW", "Tools"], "B": ["=SAVE10", "NEW", ""], "C": ["=SAVE10", "NEW", "Seeds"],
         "D": ["", "", ""], "E": ["", "", ""], "F": ["", "", ""], "G": ["", "", ""],
     }
     assert {tuple(r[:11]) for r in rows} == {
