@@ -277,6 +277,12 @@ class CollectorSettings(_Section):
         return normalised
 
 
+class LoggingSettings(_Section):
+    format: Literal["text", "json"] = Field(
+        "text", description="`json`: every log record as one JSON object a line (`time`, `level`, `logger`, "
+        "`message`, and `exception` with its traceback) for log pipelines; `text`: Faust's readable lines.")
+
+
 class Settings(_Section):
     app_id: str = Field("imref-stream", pattern=r"^[A-Za-z0-9._-]+$", description="Consumer group and prefix of internal topics.")
     data_dir: Path = Field(Path("./data"), description="Local state (RocksDB tables).")
@@ -293,6 +299,7 @@ class Settings(_Section):
     modifications: ModificationSettings = ModificationSettings()
     web: WebSettings = WebSettings()
     collector: CollectorSettings = CollectorSettings()
+    logging: LoggingSettings = LoggingSettings()
     connections: list[AnyConnectionSettings] = Field(min_length=1)
 
     @model_validator(mode="after")
