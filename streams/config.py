@@ -335,6 +335,7 @@ class CollectorProcessSettings(_Section):
     impact: ImpactSettings | None = None  # only max_event_age_days is read
     attribution: AttributionSettings = AttributionSettings()  # window_days: the cookies' Max-Age
     collector: CollectorSettings = CollectorSettings()
+    logging: LoggingSettings = LoggingSettings()
 
     @model_validator(mode="before")
     @classmethod

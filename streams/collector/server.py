@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import logging.config
 import math
 import signal
 from pathlib import Path
@@ -27,6 +28,7 @@ from schemas.validation import InvalidEvent
 
 from ..config import CollectorProcessSettings
 from ..kafka import client_options
+from ..logs import logging_config
 from .beacon import Cookies, Refused, check_consent, click_event, parse
 from .ratelimit import RateLimits, client_key
 
@@ -209,7 +211,11 @@ async def _connect(settings: CollectorProcessSettings, stopping: asyncio.Event) 
 def run(settings: CollectorProcessSettings, loglevel: str) -> int:
     import uvloop
 
-    logging.basicConfig(level=loglevel.upper(), format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
+    config = logging_config(settings.logging.format, loglevel)
+    if config is None:
+        logging.basicConfig(level=loglevel.upper(), format="[%(asctime)s] [%(levelname)s] %(name)s: %(message)s")
+    else:
+        logging.config.dictConfig(config)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(serve(settings))
     return 0

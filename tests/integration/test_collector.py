@@ -707,10 +707,14 @@ def test_a_clicks_topic_of_another_partition_count_keeps_the_collector_unready(b
     create_topics(broker.bootstrap, ["lopsided.clicks"], 2)
     port = free_port()
     cfg = write_config(tmp_path / "config.yaml", bootstrap=broker.bootstrap, app_id="lopsided", out_dir=tmp_path / "out",
-                       data_dir=tmp_path / "data", collector={"host": "127.0.0.1", "port": port})
+                       data_dir=tmp_path / "data", collector={"host": "127.0.0.1", "port": port},
+                       logging={"format": "json"})
     process = CollectorProcess(cfg, tmp_path / "collector.log", port).start()
     try:
-        process.wait_for_log("lopsided.clicks has 2 partitions, topics.partitions says 4: not producing")
+        said = "lopsided.clicks has 2 partitions, topics.partitions says 4: not producing"
+        process.wait_for_log(said)
+        line = next(orjson.loads(x) for x in process.log_text().splitlines() if said in x)  # logging.format: json
+        assert (line["level"], line["logger"], line["message"]) == ("ERROR", "imref.collector", said)
         assert post(process.base, _beacon(im_ref="LOP-1", customer_id="X-1"))[0:2] == (
             503, {"error": "unavailable", "detail": "the broker has not been reached yet"})
         with pytest.raises(urllib.error.HTTPError) as unready:

@@ -49,7 +49,7 @@ ALLOWED = {
     "streams.core": ("schemas", "streams.core"),
     "streams.delivery": ("schemas", "connectors", "streams.core", "streams.delivery"),
     "streams.flow": ("schemas", "connectors", "streams.config", "streams.core", "streams.delivery", "streams.flow"),
-    "streams.collector": ("schemas", "streams.config", "streams.kafka", "streams.collector"),
+    "streams.collector": ("schemas", "streams.config", "streams.kafka", "streams.logs", "streams.collector"),
     "streams.tools": ("schemas", "connectors", "streams.config", "streams.kafka", "streams.core", "streams.delivery",
                       "streams.tools"),
     "connectors": ("connectors",),
