@@ -7,7 +7,10 @@ retries, timeouts and acknowledgement live in the delivery layer, not in each tr
 from __future__ import annotations
 
 import abc
+import ftplib
 import secrets
+import smtplib
+import ssl
 from contextlib import contextmanager
 from typing import Callable, Iterator, Literal
 
@@ -91,6 +94,37 @@ def probe_folder(write: Callable[[str], None], rename: Callable[[str, str], None
     with step(f"remove probe file {second}"):
         remove(second)
     return "writable: a probe file was written, renamed and removed"
+
+
+def configuration_problem(exc: BaseException) -> str | None:
+    """What in the connection's configuration (or the server's) a failure shows to be wrong, or None
+    for a failure a later attempt may not meet (a timeout, a reset, a refused or lost connection).
+    A configuration problem does not go away by waiting: someone has to fix it, and until then the
+    connection's batches are held (they are still retried, so a fix needs no restart)."""
+    import paramiko  # here, not at the top: the FTP and email transports do not need it
+
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, paramiko.BadHostKeyException):
+            return "host key differs from the one in known_hosts"
+        if isinstance(exc, paramiko.SSHException) and "known_hosts" in str(exc):
+            return "host key not in known_hosts"
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return "certificate not trusted"
+        if isinstance(exc, (paramiko.AuthenticationException, smtplib.SMTPAuthenticationError)):
+            return "login refused"
+        if isinstance(exc, ftplib.error_perm):
+            code = str(exc)[:3]
+            return "login refused" if code == "530" else "folder missing or not writable" if code == "550" else None
+        if isinstance(exc, (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused)):
+            return "address refused"
+        if isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+            return "folder missing"
+        if isinstance(exc, PermissionError):
+            return "permission denied"
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 @contextmanager

@@ -11,7 +11,7 @@ import fsspec
 from pydantic import AfterValidator, Field, field_validator
 
 from . import faults
-from .base import Connection, ConnectionSettings, probe_folder
+from .base import Connection, ConnectionSettings, probe_folder, step
 
 CHUNK = 1024 * 1024
 # Names under which fsspec backends take credentials (s3fs key/secret, adlfs account_key, ...).
@@ -63,26 +63,50 @@ class FsspecConnection(Connection):
 
     def __init__(self, settings: FsspecSettings):
         super().__init__(settings)
-        self.fs, self.root = fsspec.core.url_to_fs(settings.url, **settings.storage_options)
-        self.fs.makedirs(self.root, exist_ok=True)
+        # No I/O here: some backends connect as their filesystem is made (ftp://), and a store that
+        # is down when the worker starts must hold its batches and retry, not stop the worker.
+        self._fs: fsspec.AbstractFileSystem | None = None
+        self.root = ""  # the folder's path in the filesystem, known once it is made
+
+    def _filesystem(self) -> fsspec.AbstractFileSystem:
+        """The filesystem, made (and the folder created) by the first transfer that needs it, and
+        again by the next one after a failure: a backend's session can be dead after an outage."""
+        if self._fs is None:
+            fs, root = fsspec.core.url_to_fs(self.settings.url, skip_instance_cache=True,
+                                            **self.settings.storage_options)
+            fs.makedirs(root, exist_ok=True)
+            self._fs, self.root = fs, root
+        return self._fs
+
+    @property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        return self._filesystem()
 
     def put(self, name: str, data: bytes) -> None:
         self.put_stream(name, io.BytesIO(data))
 
     def probe(self) -> str:
+        with step("open folder"):
+            fs = self._filesystem()
+
         def path(name: str) -> str:
             return posixpath.join(self.root, name)
 
         return f"{self.settings.url} " + probe_folder(
-            write=lambda name: self.fs.pipe_file(path(name), b""),
-            rename=lambda a, b: self.fs.mv(path(a), path(b)), remove=lambda name: self.fs.rm_file(path(name)))
+            write=lambda name: fs.pipe_file(path(name), b""),
+            rename=lambda a, b: fs.mv(path(a), path(b)), remove=lambda name: fs.rm_file(path(name)))
 
     def put_stream(self, name: str, source: BinaryIO) -> None:
         """Copy ``source`` in chunks: a file of any size needs one chunk of memory."""
-        # A reader polling the directory must never see a partial file under its final name.
-        final = posixpath.join(self.root, name)
-        temp = posixpath.join(self.root, f".{name}.part")
-        with self.fs.open(temp, "wb") as target:
-            shutil.copyfileobj(source, target, CHUNK)
-        faults.point("mid_upload")
-        self.fs.mv(temp, final)
+        try:
+            fs = self._filesystem()
+            # A reader polling the directory must never see a partial file under its final name.
+            final = posixpath.join(self.root, name)
+            temp = posixpath.join(self.root, f".{name}.part")
+            with fs.open(temp, "wb") as target:
+                shutil.copyfileobj(source, target, CHUNK)
+            faults.point("mid_upload")
+            fs.mv(temp, final)
+        except Exception:
+            self._fs = None
+            raise

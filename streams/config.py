@@ -211,8 +211,20 @@ class WebSettings(_Section):
     enabled: bool = Field(True, description="Serve the worker's HTTP endpoints.")
     host: str = Field("0.0.0.0", description="Bind address.")
     port: int = Field(6066, ge=0, le=65535, description="HTTP port.")
-    unready_after_failing_s: float = Field(
-        60.0, gt=0, description="/readyz fails while a connection has failed every upload for this long.")
+    stalled_after_s: float = Field(
+        600.0, ge=5, description="/healthz fails (and Kubernetes restarts the worker) when a step of delivery other "
+        "than an upload -- making a file, recording a confirmation, acking -- or a seek has been held this long: "
+        "an internal stall (an upload is bounded by its attempt timeout, and a failing connection is an alert, "
+        "not ill health). Above `attribution.grace_s`: a file waits that long for its items' clicks.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _readiness_no_longer_follows_connections(cls, data):
+        if isinstance(data, dict) and "unready_after_failing_s" in data:
+            raise ValueError("`unready_after_failing_s` is gone: /readyz no longer follows the connections (an outage "
+                             "at impact is no reason to take workers out of service); a failing connection is an "
+                             "alert (deploy/base/prometheusrule.yaml). Remove the key.")
+        return data
 
 
 class CollectorSettings(_Section):
@@ -309,6 +321,9 @@ class Settings(_Section):
             raise ValueError(f"connection names must be unique: {names}")
         if not self.pushes("conversions"):
             raise ValueError("at least one connection must carry conversions into impact")
+        if self.web.stalled_after_s <= self.attribution.grace_s:
+            raise ValueError("web.stalled_after_s must be above attribution.grace_s: a file waits that long for its "
+                             "items' clicks")
         if self.modifications.file_title == self.batch.file_title:
             raise ValueError("modifications.file_title must differ from batch.file_title: the files must not collide")
         return self

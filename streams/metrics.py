@@ -29,6 +29,9 @@ class ConnectionHealth:
     failing_since: float | None = None  # monotonic time of the first failure since the last success
     last_error: str = ""
     last_success: float | None = None  # wall clock
+    # What the last failure (of an upload, or of the check at start-up) shows to be wrong in the
+    # configuration ("host key not in known_hosts", ...); None: no failure, or a transient one.
+    configuration_error: str | None = None
 
 
 class Metrics:
@@ -54,6 +57,13 @@ class Metrics:
                             registry=r)
         self.upload_failures = Counter("imref_upload_failures", "Failed upload attempts; each one is retried.",
                                        ["connection"], registry=r)
+        self.configuration_error = Gauge(
+            "imref_connection_configuration_error", "1 while a connection's last failure (an upload, or the check "
+            "at start-up) was a configuration error: a refused host key, an untrusted certificate, a failed login, "
+            "a missing folder. Its batches are held until someone fixes it.", ["connection"], registry=r)
+        self.stalls = Gauge("imref_internal_stalls", "Steps of this worker's delivery held longer than "
+                            "health.stalled_after_s with no failing connection to explain it; /healthz fails "
+                            "while any.", registry=r)
         self.record_seconds = Histogram(
             "imref_confirmation_record_seconds", "From a connection confirming a file to that confirmation being "
             "recorded: the only window in which a crash makes the file go to that connection again.",
@@ -73,7 +83,7 @@ class Metrics:
         self.recent: OrderedDict[tuple[str, str], FileState] = OrderedDict()
         self.health: dict[str, ConnectionHealth] = {}
         for name in connections:  # exported as 0 from the start, so rates and alerts work at once
-            for metric in (self.files, self.rows, self.upload_failures):
+            for metric in (self.files, self.rows, self.upload_failures, self.configuration_error):
                 metric.labels(name)
             for content in ("same", "differs"):
                 self.not_resent.labels(name, content)
@@ -111,11 +121,9 @@ class Metrics:
         self.health.setdefault(connection, ConnectionHealth())
         self._file(connection, name, rows, "uploading")
 
-    def upload_failed(self, connection: str, name: str, error: str) -> None:
+    def upload_failed(self, connection: str, name: str, error: str, configuration_error: str | None = None) -> None:
         self.upload_failures.labels(connection).inc()
-        h = self.health.setdefault(connection, ConnectionHealth())
-        h.failing_since = h.failing_since or monotonic()
-        h.last_error = error
+        self.connection_failed(connection, error, configuration_error)
         f = self._file(connection, name, None, "retrying")
         f.attempts += 1
         f.error = error
@@ -127,16 +135,27 @@ class Metrics:
         self.record_seconds.labels(connection).observe(recorded_s)
         h = self.health.setdefault(connection, ConnectionHealth())
         h.failing_since, h.last_error, h.last_success = None, "", time()
+        self._configuration(connection, h, None)
         self._file(connection, name, rows, "delivered")
+
+    def connection_failed(self, connection: str, error: str, configuration_error: str | None) -> None:
+        """An upload, or the check at start-up, failed."""
+        h = self.health.setdefault(connection, ConnectionHealth())
+        h.failing_since = h.failing_since or monotonic()
+        h.last_error = error
+        self._configuration(connection, h, configuration_error)
+
+    def _configuration(self, connection: str, h: ConnectionHealth, error: str | None) -> None:
+        h.configuration_error = error
+        self.configuration_error.labels(connection).set(0 if error is None else 1)
 
     def not_sent_again(self, connection: str, name: str, rows: int, same: bool) -> None:
         self.not_resent.labels(connection, "same" if same else "differs").inc()
         self._file(connection, name, rows, "delivered before" if same else "delivered before, differs now")
 
-    def failing_connections(self, longer_than_s: float) -> dict[str, str]:
-        now = monotonic()
-        return {name: h.last_error for name, h in self.health.items()
-                if h.failing_since is not None and now - h.failing_since >= longer_than_s}
+    def failing_connections(self) -> set[str]:
+        """Connections that failed since their last success."""
+        return {name for name, h in self.health.items() if h.failing_since is not None}
 
     def _file(self, connection: str, name: str, rows: int | None, state: str) -> FileState:
         key = (connection, name)

@@ -8,6 +8,13 @@ read the batch again) is not sent it again: for a push to impact every upload is
 never waits: a partition with ``max_in_flight`` undelivered batches is ``full``, and its owner
 stops fetching that partition until ``on_change`` says a batch left (backpressure per
 partition, so the clicks and the other partitions go on: a held batch may be waiting for them).
+
+Every step of a job has an owner (``streams.delivery.failures``): an upload retries with the
+``RetryPolicy``, each failure counted, logged and classified (``configuration_problem``); any other
+step that fails -- making the file (its side outputs and table writes confirmed), recording a
+confirmation, the ack hooks -- stops the worker with what failed. Each lane says what it is doing
+and since when (``stalls``): a step that takes long while its connection does not fail is an
+internal stall, which the liveness check reports.
 """
 from __future__ import annotations
 
@@ -20,6 +27,9 @@ from time import monotonic
 from typing import Awaitable, Callable
 
 from connectors import Connection, faults
+from connectors.base import configuration_problem
+
+from .failures import Stop, log_only, owned
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +62,10 @@ async def put_until_confirmed(conn: Connection, name: str, data: bytes, policy: 
         except Exception as exc:  # every failure is retried: the batch must not be lost
             delay = policy.delay(failures)
             failures += 1
-            log.warning("upload failed: connection=%r file=%s attempt=%d error=%s: %s; retry in %.1fs",
-                        conn.name, name, failures, type(exc).__name__, exc, delay)
+            problem = configuration_problem(exc)
+            log.warning("upload failed: connection=%r file=%s attempt=%d error=%s: %s%s; retry in %.1fs",
+                        conn.name, name, failures, type(exc).__name__, exc,
+                        f" (configuration error: {problem})" if problem else "", delay)
             if on_failure is not None:
                 on_failure(exc)
             await asyncio.sleep(delay)
@@ -86,9 +98,12 @@ class Job:
     remaining: int = 0
     _prepared: asyncio.Task | None = field(default=None, repr=False)
 
-    async def payload(self) -> bytes | None:
+    def start(self, stop: Stop) -> None:
+        """Record the cut and make the file now, once for every lane."""
         if self._prepared is None:
-            self._prepared = asyncio.ensure_future(self._prepare())
+            self._prepared = owned(self._prepare(), f"making file {self.name}", stop)
+
+    async def payload(self) -> bytes | None:
         return await asyncio.shield(self._prepared)
 
     async def _prepare(self) -> bytes | None:
@@ -98,16 +113,25 @@ class Job:
         return data
 
 
+class StepFailed(Exception):
+    """A step of a job failed; the message names the step and the file, the cause is the error."""
+
+
 class PartitionLanes:
     def __init__(self, partition: int, connections: list[Connection], policy: RetryPolicy,
-                 max_in_flight: int = 4, metrics=None, on_change: Callable[[], None] = lambda: None):
+                 max_in_flight: int = 4, metrics=None, on_change: Callable[[], None] = lambda: None,
+                 stop: Stop = log_only):
         self.partition = partition
         self.policy = policy
         self.metrics = metrics  # streams.metrics.Metrics, or None
         self.max_in_flight = max_in_flight
         self.on_change = on_change  # a batch left the lanes
+        self.stop = stop
         self._queues = {c.name: asyncio.Queue() for c in connections}
-        self._tasks = [asyncio.ensure_future(self._run(c, self._queues[c.name])) for c in connections]
+        # connection -> (what its lane is doing, since when: monotonic, an upload?); absent while it waits for a job
+        self._doing: dict[str, tuple[str, float, bool]] = {}
+        self._tasks = [owned(self._run(c, self._queues[c.name]), f"partition {partition}'s lane to {c.name!r}", stop)
+                       for c in connections]
         self._unfinished: list[Job] = []
 
     def submit(self, job: Job) -> None:
@@ -116,7 +140,7 @@ class PartitionLanes:
             for name in self._queues:
                 self.metrics.file_held(name, job.name, job.cut, job.cut_at)
         job.remaining = len(self._queues)
-        asyncio.ensure_future(job.payload())  # start recording the cut and rendering now
+        job.start(self.stop)
         for queue in self._queues.values():
             queue.put_nowait(job)
 
@@ -127,6 +151,13 @@ class PartitionLanes:
     @property
     def held(self) -> int:
         return len(self._unfinished)
+
+    def stalls(self, now: float, after_s: float) -> list[str]:
+        """The steps held longer than ``after_s`` that nothing outside the worker explains: every step
+        but an upload (an upload attempt ends by its timeout at the latest, and a connection that
+        keeps failing is an alert, not ill health)."""
+        return [f"partition {self.partition}, lane to {name!r}: {doing} for {now - since:.0f}s"
+                for name, (doing, since, upload) in self._doing.items() if now - since > after_s and not upload]
 
     async def wait_idle(self) -> None:
         while self._unfinished:
@@ -143,10 +174,21 @@ class PartitionLanes:
                 for name in self._queues:
                     self.metrics.file_dropped(name, job.name)
 
+    async def _step(self, conn: Connection, doing: str, awaitable, upload: bool = False):
+        self._doing[conn.name] = (doing, monotonic(), upload)
+        try:
+            return await awaitable
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise StepFailed(doing) from exc
+
     async def _run(self, conn: Connection, queue: asyncio.Queue) -> None:
         while True:
+            self._doing.pop(conn.name, None)
             job: Job = await queue.get()
-            data = await job.payload()
+            data = await self._step(conn, f"making {job.name} (its side outputs and table writes confirmed)",
+                                    job.payload())
             before = job.confirmed.get(conn.name)
             if data is None:
                 if self.metrics:
@@ -159,7 +201,7 @@ class PartitionLanes:
             if job.remaining == 0:
                 # Lanes deliver in order, so the last lane to finish a job finishes jobs in order.
                 faults.point("after_upload")
-                await job.on_delivered()
+                await self._step(conn, f"acking {job.name}", job.on_delivered())
                 faults.point("after_ack")
                 self._unfinished.remove(job)
                 self.on_change()
@@ -169,14 +211,16 @@ class PartitionLanes:
         m = self.metrics
         if m:
             m.upload_started(conn.name, job.name, job.rows)
-        failures = await put_until_confirmed(
+        failures = await self._step(conn, f"uploading {job.name}", put_until_confirmed(
             conn, job.name, data, self.policy,
-            on_failure=m and (lambda exc: m.upload_failed(conn.name, job.name, f"{type(exc).__name__}: {exc}")))
+            on_failure=m and (lambda exc: m.upload_failed(conn.name, job.name, f"{type(exc).__name__}: {exc}",
+                                                          configuration_problem(exc)))), upload=True)
         confirmed_at = monotonic()
         # The one window in which a confirmed file can be sent again: a crash before this record
         # is confirmed. Measured: imref_confirmation_record_seconds.
         faults.point("before_record")
-        await job.on_confirmed(conn.name, job.digest)
+        await self._step(conn, f"recording that {conn.name!r} confirmed {job.name}",
+                         job.on_confirmed(conn.name, job.digest))
         recorded_s = monotonic() - confirmed_at
         log.info("connection %r confirmed %s (%d bytes, %d failed attempts; recorded in %.3fs)", conn.name, job.name,
                  len(data), failures, recorded_s)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from time import monotonic
 from typing import Any, Awaitable, Callable, Protocol
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class PartitionLedger:
     skipped: dict[int, int] = field(default_factory=dict)  # offsets found missing: from -> to
     fetch_gaps: dict[int, int] = field(default_factory=dict)  # jumps the fetch of this epoch showed
     reseeking: bool = False  # a seek back to ``next`` was asked for and has not happened yet
+    reseeking_since: float = 0.0  # monotonic, when it was asked for
     # A fetch that started past ``next`` (from, to): trusted only when a read positioned again
     # at ``next`` starts at the same offset (the fetch position can move without us: see
     # GatedConsumer._wait_next_records).
@@ -178,7 +180,7 @@ class Ledger:
                 # Fetched, but skipped on the way here (Faust drops events while its flow control
                 # is suspended): read them again.
                 if not part.reseeking:
-                    part.reseeking = True
+                    part.reseeking, part.reseeking_since = True, monotonic()
                     part.unconfirmed_jump = (part.next, offset)
                     log.info("%s partition %d: offset %d arrived while %d was expected; reading again from %d",
                              tp.topic, tp.partition, offset, part.next, part.next)
@@ -207,6 +209,12 @@ class Ledger:
         part = self._parts.get(tp)
         if part is not None:
             part.committed = max(part.committed, offset)
+
+    def stalls(self, now: float, after_s: float) -> list[str]:
+        """Partitions whose seek back has not happened for longer than ``after_s``: every record of
+        theirs is refused until it does."""
+        return [f"{tp.topic} partition {tp.partition}: seek back to offset {p.next} asked for {now - p.reseeking_since:.0f}s ago"
+                for tp, p in self._parts.items() if p.reseeking and now - p.reseeking_since > after_s]
 
     def partitions(self) -> list[TP]:
         return list(self._parts)

@@ -23,6 +23,7 @@ from typing import Any, Awaitable, Callable
 from ..core.batching import Batch, PartitionBatcher
 from ..core.csvfile import render
 from ..core.join import origin_headers
+from ..delivery.failures import Stop, log_only
 from ..delivery.lanes import Job, PartitionLanes, RetryPolicy
 from ..delivery.ledger import Ledger, PartitionLedger
 
@@ -37,17 +38,26 @@ async def confirmed(sent) -> None:
 
 class Outputs:
     """A source's side outputs (dead letters, unattributed items, unmatched changes) and counts.
-    Counts are published per fetch: a Prometheus update per item cost as much as its validation."""
+    Counts are published per fetch: a Prometheus update per item cost as much as its validation.
+    A send the broker does not confirm (the producer retried what it could: the record is refused,
+    or Kafka was unreachable for its whole request timeout) stops the worker through ``stop``,
+    whether or not anyone awaits it: its record is not committed, and is read again after the restart."""
 
-    def __init__(self, metrics=None):
+    def __init__(self, metrics=None, stop: Stop = log_only):
         self.metrics = metrics
+        self.stop = stop
         self._counts: dict[tuple[str, str | None], int] = {}
 
-    @staticmethod
-    def send(topic, record, reason: str, detail: str, files: tuple[str, ...] = ()):
+    def send(self, topic, record, reason: str, detail: str, files: tuple[str, ...] = ()):
         """The record as it was read, with where it came from and why, to ``topic``."""
-        return topic.send_soon(key=record.key, value=record.value,
-                               headers=origin_headers(record, reason, detail, files))
+        sent = topic.send_soon(key=record.key, value=record.value, headers=origin_headers(record, reason, detail, files))
+        sent.add_done_callback(partial(self._failed, topic, record))
+        return sent
+
+    def _failed(self, topic, record, sent) -> None:
+        if not sent.cancelled() and sent.exception() is not None:
+            self.stop(f"sending the record at {record.topic} partition {record.partition} offset {record.offset} to "
+                      f"{topic.get_topic_name()}", sent.exception())
 
     def count(self, what: str, label: str | None = None, n: int = 1) -> None:
         key = (what, label)
@@ -62,13 +72,14 @@ class Outputs:
 
 class Flow:
     def __init__(self, batch_settings, *, title: str, header, ledger: Ledger, cuts, connections: list,
-                 metrics=None, retry: RetryPolicy | None = None):
+                 metrics=None, retry: RetryPolicy | None = None, stop: Stop = log_only):
         """``batch_settings``: ``Settings.batch`` (``max_rows``, ``max_age_s``, ``order_settle_s``);
         ``title``: the file title; ``cuts``: the table of recorded cuts (``get``, ``put``)."""
         self.batch = batch_settings
         self.title, self.header = title, header
         self.ledger, self.cuts, self.connections, self.metrics = ledger, cuts, connections, metrics
         self.retry = retry or RetryPolicy()
+        self.stop = stop  # a step that retrying cannot help failed (streams.delivery.failures)
         # A source's per-partition state, created with each partition's batcher (its ``orders``).
         self.new_orders: Callable[[int], Any] | None = None
         # Called as a batch is submitted; the sends they return are confirmed before any upload.
@@ -105,6 +116,10 @@ class Flow:
     def held(self) -> int:
         """Batches cut and not yet delivered (queued behind another or waiting for a slot)."""
         return sum(lane.held for lane in self._lanes.values())
+
+    def stalls(self, now: float, after_s: float) -> list[str]:
+        """Steps of delivery held longer than ``after_s`` that no failing connection explains."""
+        return [stall for lane in self._lanes.values() for stall in lane.stalls(now, after_s)]
 
     async def submit(self, batches: list[Batch]) -> None:
         for batch in batches:
@@ -174,7 +189,7 @@ class Flow:
         lane = self._lanes.get(partition)
         if lane is None:
             lane = self._lanes[partition] = PartitionLanes(partition, self.connections, self.retry,
-                                                           metrics=self.metrics)
+                                                           metrics=self.metrics, stop=self.stop)
             lane.on_change = lambda: self._maybe_resume(lane, tp)
         return lane
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 
 import faust
+from aiokafka.errors import CorruptRecordException, UnsupportedCodecError
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.web.drivers import aiohttp as faust_web
 
@@ -17,8 +18,9 @@ from ..flow.conversions import Conversions
 from ..flow.flow import Flow, Outputs
 from ..kafka import ssl_context
 from ..metrics import Metrics
-from . import reports, sweep, web
+from . import health, reports, sweep, web
 from .consumer import GatedConsumer
+from .supervision import Supervisor
 from .tables import TableWriter
 
 RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
@@ -35,8 +37,19 @@ def _broker_credentials(k) -> faust.auth.Credentials | None:
                                  mechanism=k.sasl_mechanism)
 
 
+class _Consumer(GatedConsumer):
+    async def _wait_next_records(self, timeout):
+        try:
+            return await super()._wait_next_records(timeout)
+        except (UnsupportedCodecError, CorruptRecordException) as exc:
+            # A record batch that cannot be read fails every fetch of its partition, before any
+            # record reaches us: nothing to dead-letter, and no later fetch gets past it.
+            self.app.supervisor.stop("reading a fetched record batch", exc)
+            raise
+
+
 class _Transport(faust_aiokafka.Transport):
-    Consumer = GatedConsumer
+    Consumer = _Consumer
 
 
 class _Web(faust_web.Web):
@@ -45,6 +58,7 @@ class _Web(faust_web.Web):
 
 class ImrefApp(faust.App):
     ledger: Ledger  # read by the consumer when Faust creates it at start-up
+    supervisor: Supervisor  # stops the worker when retrying cannot help
     metrics: Metrics
     conversions: Conversions
     changes: Changes | None = None  # only with an action_modifications connection
@@ -58,8 +72,10 @@ class ImrefApp(faust.App):
 
     async def on_stop(self) -> None:
         # Flush before Faust's own stop sequence commits the offsets: the open batches are
-        # delivered and acked first, so the final commit covers them.
-        if getattr(self, "flows", None) and self._consumer is not None:
+        # delivered and acked first, so the final commit covers them. Not when a failure stops the
+        # worker: it restarts at once, and its partitions are read again.
+        stopping_on_failure = getattr(self, "supervisor", None) is not None and self.supervisor.reason is not None
+        if getattr(self, "flows", None) and self._consumer is not None and not stopping_on_failure:
             try:
                 assignment = self._consumer.assignment()
             except Exception:  # consumer never started
@@ -101,6 +117,8 @@ def create_app(settings: Settings) -> ImrefApp:
         autodiscover=False,
     )
     app.imref = settings
+    app.supervisor = Supervisor(app)
+    stop = app.supervisor.stop
     t = settings.topics
     dead_letter = app.topic(t.dead_letter, partitions=t.partitions, **RAW)
     connections = [build_connection(c) for c in settings.pushes("conversions")]
@@ -108,17 +126,17 @@ def create_app(settings: Settings) -> ImrefApp:
     ledger = app.ledger = Ledger(count=metrics.inc)
 
     # Latest clicks per customer, co-partitioned with both input topics.
-    clicks = TableWriter(app.Table("clicks", partitions=t.partitions, key_type=str))
+    clicks = TableWriter(app.Table("clicks", partitions=t.partitions, key_type=str), stop)
     sweep.install(app, settings, clicks)
     # Taken orders (order id -> its file and lines), in the partition of the order's customer.
-    orders = TableWriter(app.Table("orders", partitions=t.partitions, key_type=str))
+    orders = TableWriter(app.Table("orders", partitions=t.partitions, key_type=str), stop)
     sweep.install(app, settings, orders)
     flow = Flow(settings.batch, title=settings.batch.file_title, header=settings.impact.csv_header, ledger=ledger,
-                cuts=_cuts_table(app, "batch-cuts", t.partitions), connections=connections, metrics=metrics)
+                cuts=_cuts_table(app, "batch-cuts", t.partitions), connections=connections, metrics=metrics, stop=stop)
     conversions = app.conversions = Conversions(
         settings, flow=flow, ledger=ledger, clicks=clicks, orders=orders, dead_letter=dead_letter,
         unattributed=app.topic(t.unattributed, partitions=t.partitions, **RAW),
-        audit=app.topic(t.audit, partitions=t.partitions, **RAW), outputs=Outputs(metrics))
+        audit=app.topic(t.audit, partitions=t.partitions, **RAW), outputs=Outputs(metrics, stop))
     app.flows = [flow]
     _gate(app, ledger, t.clicks, conversions.on_clicks)
     _gate(app, ledger, t.order_items, conversions.on_items, conversions.forget)
@@ -127,6 +145,7 @@ def create_app(settings: Settings) -> ImrefApp:
     changes = [build_connection(c) for c in settings.pushes("action_modifications")]
     if changes:
         app.changes = _install_changes(app, settings, changes, ledger, dead_letter, metrics, conversions)
+    health.check_connections_at_start(app, connections + changes, metrics)
     if settings.web.enabled:
         web.install(app, metrics)
     reports.install(app, settings)
@@ -162,7 +181,8 @@ def _cuts_table(app: ImrefApp, name: str, partitions: int) -> TableWriter:
     """Recorded batch cuts per partition; written outside stream context (delivery lanes), so
     always held in memory and rebuilt from its changelog on assignment. (A bare "memory://" is an
     empty, falsy URL to Faust, which then falls back to the app's store.)"""
-    return TableWriter(app.Table(name, partitions=partitions, key_type=str, store=f"memory://{name}"))
+    return TableWriter(app.Table(name, partitions=partitions, key_type=str, store=f"memory://{name}"),
+                       app.supervisor.stop)
 
 
 def _gate(app: ImrefApp, ledger: Ledger, topic_name: str, handler, forget=None) -> None:
@@ -185,13 +205,15 @@ def _install_changes(app: ImrefApp, settings: Settings, connections, ledger: Led
     t = settings.topics
     # Written by the delivery lanes of the conversions, read by the order-changes flow: both see
     # the same partition, since changes and order items share key and partition count.
-    reported = TableWriter(app.Table("reported-orders", partitions=t.partitions, key_type=str))
+    stop = app.supervisor.stop
+    reported = TableWriter(app.Table("reported-orders", partitions=t.partitions, key_type=str), stop)
     sweep.install(app, settings, reported)
     flow = Flow(settings.batch, title=settings.modifications.file_title, header=MODIFICATION_HEADER, ledger=ledger,
-                cuts=_cuts_table(app, "modification-cuts", t.partitions), connections=connections, metrics=metrics)
+                cuts=_cuts_table(app, "modification-cuts", t.partitions), connections=connections, metrics=metrics,
+                stop=stop)
     changes = Changes(flow=flow, reported=reported, dead_letter=dead_letter,
                       unmatched=app.topic(t.unmatched_changes, partitions=t.partitions, **RAW),
-                      outputs=Outputs(metrics), conversion_title=settings.batch.file_title,
+                      outputs=Outputs(metrics, stop), conversion_title=settings.batch.file_title,
                       reasons=settings.modifications.reasons)
     conversions.flow.delivered_hooks.append(changes.record_reported)
     app.flows.append(flow)

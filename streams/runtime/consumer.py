@@ -23,6 +23,7 @@ import logging
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
+from ..delivery.failures import owned
 from ..delivery.ledger import Ledger, PartitionLedger
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,9 @@ class GatedConsumer(faust_aiokafka.Consumer):
             if self.ledger.get(part.tp) is part:
                 await self._reposition({part.tp: part.next})
 
-        asyncio.ensure_future(seek())
+        # A seek that fails would leave the partition refusing every record: it stops the worker.
+        owned(seek(), f"seeking {part.tp.topic} partition {part.tp.partition} back to offset {part.next}",
+              self.app.supervisor.stop)
 
     async def _seek(self, tp: TP, offset: int) -> None:
         if self.ledger.gates(tp):

@@ -24,6 +24,8 @@ from typing import Any, Iterator
 from faust.streams import _current_event
 from faust.types import TP
 
+from ..delivery.failures import Stop, log_only, owned
+
 
 class _Message:
     __slots__ = ("partition",)
@@ -52,8 +54,11 @@ def in_partition(partition: int):
 class TableWriter:
     """Reads and writes of one Faust table by callers that are not Faust agents."""
 
-    def __init__(self, table):
+    def __init__(self, table, stop: Stop = log_only):
+        """``stop``: a changelog write the broker does not confirm stops the worker (whether or not
+        its caller awaits it: a revoked partition's writes are not awaited)."""
         self.table = table
+        self.stop = stop
         # The store itself (no per-read sensor and event lookup); the memory store's dict directly.
         raw = getattr(table.data, "data", None)
         self._memory = raw if isinstance(raw, dict) else None
@@ -106,7 +111,10 @@ class TableWriter:
         records = [(topic.prepare_key(key, table.key_serializer)[0],
                     None if value is None else topic.prepare_value(value, table.value_serializer)[0])
                    for key, value in pairs]
-        return [asyncio.ensure_future(self._publish(partition, records))] if records else []
+        if not records:
+            return []
+        what = f"writing {len(records)} record(s) to {topic.get_topic_name()} partition {partition}"
+        return [owned(self._publish(partition, records), what, self.stop)]
 
     async def _publish(self, partition: int, records: list[tuple[bytes, bytes | None]]) -> None:
         table = self.table

@@ -9,22 +9,9 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..metrics import Metrics
+from .health import liveness, readiness
 
 PAGE = Path(__file__).parent / "static" / "status.html"
-
-
-def readiness(app, metrics: Metrics) -> dict[str, dict]:
-    checks: dict[str, dict] = {}
-    connected = app.consumer.open_broker_connections()
-    checks["broker"] = {"ok": bool(connected), "detail": f"{connected} broker connection(s) open"}
-    recovery = app.tables.recovery
-    recovered = recovery.completed.is_set() and not recovery.in_recovery and not app.rebalancing
-    checks["recovery"] = {"ok": recovered, "detail": "tables recovered" if recovered else "recovering or rebalancing"}
-    # A connection failing this long holds its batches: the operator should see it before the lag does.
-    failing = metrics.failing_connections(app.imref.web.unready_after_failing_s)
-    checks["connections"] = {"ok": not failing, "detail": "; ".join(f"{n}: {e}" for n, e in failing.items())
-                             or "no connection failing"}
-    return checks
 
 
 def update_lag(app, metrics: Metrics) -> None:
@@ -41,19 +28,24 @@ def update_lag(app, metrics: Metrics) -> None:
 
 
 def status(app, metrics: Metrics) -> dict:
-    checks = readiness(app, metrics)
+    checks = readiness(app)
+    live = liveness(app)
     held = sum(flow.held() for flow in getattr(app, "flows", ()))
     metrics.batches_held.set(held)
+    metrics.stalls.set(sum(r.startswith("internal stall") for r in live["reasons"]))
     return {
         "worker": app.imref.kafka.instance_id or app.conf.id,
         "ready": all(c["ok"] for c in checks.values()),
         "checks": checks,
+        "live": live["ok"],
+        "liveness": live["reasons"],
         "files": [asdict(f) for f in reversed(metrics.recent.values())],
         "dead_letter": metrics.counts["dead_letter"],
         "unattributed": metrics.counts["unattributed"],
         "refused": metrics.counts["refused"],
         "connections": [{"name": name, "ok": h.failing_since is None, "last_error": h.last_error,
-                         "last_success": h.last_success} for name, h in sorted(metrics.health.items())],
+                         "configuration_error": h.configuration_error, "last_success": h.last_success}
+                        for name, h in sorted(metrics.health.items())],
         "batches_held": held,
         "partitions": app.ledger.snapshot(),
     }
@@ -72,14 +64,14 @@ def install(app, metrics: Metrics) -> None:
     @app.page("/healthz", name="healthz")
     class Health(View):
         async def get(self, request: Request) -> Response:
-            # Answering at all shows the event loop is responsive; a crashed app must be restarted.
-            crashed = app.crashed
-            return self.json({"ok": not crashed}, status=503 if crashed else 200)
+            # Answering at all shows the event loop is responsive; a stalled or stopping worker must be restarted.
+            live = liveness(app)
+            return self.json(live, status=200 if live["ok"] else 503)
 
     @app.page("/readyz", name="readyz")
     class Ready(View):
         async def get(self, request: Request) -> Response:
-            checks = readiness(app, metrics)
+            checks = readiness(app)
             ok = all(c["ok"] for c in checks.values())
             return self.json({"ok": ok, "checks": checks}, status=200 if ok else 503)
 

@@ -214,7 +214,7 @@ def connection_checks(settings: Settings) -> Iterator[Check]:
                     name=f"{c.name} target", method="fsspec", url=c.target_url, storage_options=c.storage_options)))
             detail = "; target_url ".join(t.probe() for t in targets)
         except Exception as exc:
-            yield Check(False, what, _error(exc), _connection_fix(c, exc))
+            yield Check(False, what, _error(exc), connection_fix(c, exc))
         else:
             yield Check(True, what, detail)
         finally:
@@ -222,7 +222,9 @@ def connection_checks(settings: Settings) -> Iterator[Check]:
                 t.close()
 
 
-def _connection_fix(c, exc: Exception) -> str:
+def connection_fix(c, exc: Exception) -> str:
+    """What to change for connection ``c`` (its settings) to pass where it failed with ``exc``; the
+    worker names it too when its check at start-up finds a configuration error."""
     text = str(exc)
     host = f"{getattr(c, 'host', '')}:{getattr(c, 'port', '')}"
     if "CERTIFICATE_VERIFY_FAILED" in text or "SSLCertVerificationError" in text:

@@ -1,0 +1,70 @@
+"""Stopping the worker when something fails that retrying cannot help (``streams.delivery.failures``).
+
+The worker logs what failed, why and what to do, and crashes its Faust app: the app stops without
+draining its batches, the process exits with status 1, Kubernetes restarts the pod, and every
+partition is read again from its committed offset -- nothing past the failed step was committed.
+A crash loop then says on every start what is wrong (``kubectl logs --previous``)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka import errors
+
+log = logging.getLogger(__name__)
+
+# What to do about an error that stops the worker, by its class; the first match in the order given.
+ADVICE: tuple[tuple[type[BaseException], str], ...] = (
+    (errors.UnsupportedCodecError, "a producer compressed a record batch with a codec this installation cannot "
+     "read: install imref-stream with its dependencies (`pip install 'aiokafka[lz4,snappy,zstd]'` brings every "
+     "codec Kafka has; the image has them)"),
+    (errors.CorruptRecordException, "a fetched record batch failed its checksum: if it does again after the "
+     "restart, the log is damaged at that offset; see docs/operations.md#worker-stopped"),
+    (errors.TopicAuthorizationFailedError, "grant the worker's Kafka user Write and Describe on that topic "
+     "(deploy/base/topics and your ACLs)"),
+    (errors.MessageSizeTooLargeError, "the record is larger than the topic takes: raise the topic's "
+     "max.message.bytes"),
+    (errors.UnknownTopicOrPartitionError, "the topic does not exist: create it (deploy/base/topics) or let the "
+     "worker create it"),
+    (errors.KafkaTimeoutError, "Kafka did not confirm within the producer's request timeout: look at the "
+     "brokers' health"),
+)
+
+
+def advice(exc: BaseException) -> str:
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        for kind, text in ADVICE:
+            if isinstance(exc, kind):
+                return text
+        exc = exc.__cause__ or exc.__context__
+    return "see the error and its traceback; docs/operations.md#worker-stopped"
+
+
+def describe(exc: BaseException) -> str:
+    """The error and its causes, one after the other: ``StepFailed: making x.csv <- TopicAuth...: ...``."""
+    parts, seen = [], set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        parts.append(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+        exc = exc.__cause__ or exc.__context__
+    return " <- ".join(parts)
+
+
+class Supervisor:
+    """``stop`` for every owner of a task in the worker (lanes, table writes, side outputs, seeks)."""
+
+    def __init__(self, app):
+        self.app = app
+        self.reason: str | None = None  # why the worker is stopping; /healthz reports it
+        self._crash: asyncio.Future | None = None
+
+    def stop(self, what: str, exc: BaseException) -> None:
+        if self.reason is not None:  # the first failure is the one to act on; later ones may follow from it
+            log.warning("while stopping: %s failed: %s", what, describe(exc))
+            return
+        self.reason = f"{what} failed: {describe(exc)}"
+        log.critical("stopping the worker: %s. What to do: %s. After the restart its partitions are read again "
+                     "from their committed offsets.", self.reason, advice(exc), exc_info=exc)
+        self._crash = asyncio.ensure_future(self.app.crash(exc))
