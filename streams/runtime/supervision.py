@@ -1,17 +1,20 @@
 """Stopping the worker when something fails that retrying cannot help (``streams.delivery.failures``).
 
-The worker logs what failed, why and what to do, and crashes its Faust app: the app stops without
-draining its batches, the process exits with status 1, Kubernetes restarts the pod, and every
-partition is read again from its committed offset -- nothing past the failed step was committed.
-A crash loop then says on every start what is wrong (``kubectl logs --previous``)."""
+The worker logs what failed, why and what to do, and stops the way SIGTERM stops it, except that it
+does not drain its batches (``ImrefApp.on_stop``) and exits with ``EXIT_STATUS``: Kubernetes
+restarts the pod, and every partition is read again from its committed offset -- nothing past the
+failed step was committed. A crash loop says on every start what is wrong (``kubectl logs
+--previous``); a stop that hangs fails /healthz, which reports the reason meanwhile."""
 from __future__ import annotations
 
-import asyncio
 import logging
+import signal
 
 from aiokafka import errors
 
 log = logging.getLogger(__name__)
+
+EXIT_STATUS = 70  # EX_SOFTWARE: a failure inside the worker, not a signal or a bad config (2)
 
 # What to do about an error that stops the worker, by its class; the first match in the order given.
 ADVICE: tuple[tuple[type[BaseException], str], ...] = (
@@ -58,7 +61,6 @@ class Supervisor:
     def __init__(self, app):
         self.app = app
         self.reason: str | None = None  # why the worker is stopping; /healthz reports it
-        self._crash: asyncio.Future | None = None
 
     def stop(self, what: str, exc: BaseException) -> None:
         if self.reason is not None:  # the first failure is the one to act on; later ones may follow from it
@@ -67,4 +69,5 @@ class Supervisor:
         self.reason = f"{what} failed: {describe(exc)}"
         log.critical("stopping the worker: %s. What to do: %s. After the restart its partitions are read again "
                      "from their committed offsets.", self.reason, advice(exc), exc_info=exc)
-        self._crash = asyncio.ensure_future(self.app.crash(exc))
+        # The worker's own stop path (mode's signal handler): the final commit covers what is delivered.
+        signal.raise_signal(signal.SIGTERM)

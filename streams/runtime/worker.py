@@ -13,7 +13,15 @@ def run(settings: Settings, loglevel: str) -> int:
 
     from .app import create_app
 
-    worker = faust.Worker(create_app(settings), loglevel=loglevel, quiet=True,
+    from .supervision import EXIT_STATUS
+
+    app = create_app(settings)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True,
                           logging_config=logging_config(settings.logging.format, loglevel))
-    worker.execute_from_commandline()  # returns on SIGTERM/SIGINT after the graceful stop
+    try:
+        worker.execute_from_commandline()  # exits on SIGTERM/SIGINT after the graceful stop
+    except SystemExit as exc:
+        if app.supervisor.reason is not None and not exc.code:
+            raise SystemExit(EXIT_STATUS) from None
+        raise
     return 0

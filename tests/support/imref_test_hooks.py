@@ -13,6 +13,9 @@ Loaded by ``sitecustomize`` when ``IMREF_TEST_HOOKS`` is set:
   rebalance is over (a seek alone is not: Faust also seeks while it revokes, and a delayed seek
   of the previous assignment can end after the revoke). A rebalance requested before that point
   is lost: aiokafka replaces its rejoin request when the join in flight completes.
+- ``IMREF_TEST_FAIL_SEEK_BACK=<topic>``: the first fetch of ``topic`` with two records or more
+  reaches the pipeline without its first record (as when Faust drops events), so the commit gate
+  asks for a seek back, and that seek fails.
 - ``IMREF_TEST_SEEK_DELAY_S=<s>``: Faust resumes the flow of records before it seeks the stream
   partitions to their committed offsets; the delay makes records arrive in between every time
   instead of by chance.
@@ -118,3 +121,33 @@ if _seek_delay:
         await _perform_seek(self)
 
     Consumer.perform_seek = _late_seek
+
+_fail_seek_back = os.environ.get("IMREF_TEST_FAIL_SEEK_BACK")
+if _fail_seek_back:
+    from streams.delivery.ledger import Ledger
+
+    _route, _seek_back, _reposition = Ledger.route, GatedConsumer.seek_back, GatedConsumer._reposition
+    _dropped = threading.Event()
+
+    def _dropping_route(self, topic, handler):
+        async def dropping(tp, records, epoch):
+            if topic == _fail_seek_back and len(records) >= 2 and not _dropped.is_set():
+                _dropped.set()
+                records = records[1:]
+            await handler(tp, records, epoch)
+
+        _route(self, topic, dropping)
+
+    def _failing_seek_back(self, part) -> None:
+        self._imref_test_fail_seek = True
+        _seek_back(self, part)
+
+    async def _failing_reposition(self, offsets) -> None:
+        if getattr(self, "_imref_test_fail_seek", False):
+            self._imref_test_fail_seek = False
+            raise RuntimeError("test hook: the seek back fails")
+        await _reposition(self, offsets)
+
+    Ledger.route = _dropping_route
+    GatedConsumer.seek_back = _failing_seek_back
+    GatedConsumer._reposition = _failing_reposition

@@ -5,6 +5,11 @@ Start the broker with its advertised listener set to the proxy's address (``adve
 that every connection a client opens after the bootstrap, to the group coordinator and to the
 partition leaders included, comes back through the proxy.
 
+``fail_produce`` makes the proxy answer for the broker that one topic refuses every record
+(``TOPIC_AUTHORIZATION_FAILED`` by default): the topic's data is cut out of each Produce request
+(v0-v8, aiokafka's) before it goes on, so the broker never writes it, and the error is added to
+the broker's answer.
+
 Frames are a 4-byte size and the message. A request starts with api_key (int16), api_version
 (int16), correlation_id (int32) and client_id (nullable string, int16 length); a response starts
 with the correlation_id. Responses on one connection are answered in request order, so once one
@@ -20,7 +25,12 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
+from aiokafka.protocol import produce as produce_protocol
+from aiokafka.protocol.produce import ProduceRequest_v8
+
 PRODUCE, FETCH = 0, 1
+TOPIC_AUTHORIZATION_FAILED = 29
+_LAST_PRODUCE = ProduceRequest_v8.API_VERSION  # the last version without flexible (tagged) fields
 
 
 @dataclass
@@ -36,6 +46,39 @@ class _Connection:
     writer: asyncio.StreamWriter
     pending: dict[int, Request] = field(default_factory=dict)
     queued: list[bytes] = field(default_factory=list)  # responses held, or behind a held one
+    # correlation id -> (what was cut out of the request, the error to answer for it)
+    refused: dict[int, tuple[list[tuple[str, list[int]]], int]] = field(default_factory=dict)
+
+
+def _produce_classes(version: int):
+    return (getattr(produce_protocol, f"ProduceRequest_v{version}"),
+            getattr(produce_protocol, f"ProduceResponse_v{version}"))
+
+
+def cut_topic(frame: bytes, request: Request, topic: str) -> tuple[bytes, list[tuple[str, list[int]]]]:
+    """A Produce request frame without ``topic``'s data, and what was cut out (topic, partitions)."""
+    start = 4 + 10 + len((request.client_id or "").encode())
+    request_class, _ = _produce_classes(request.api_version)
+    body = request_class.decode(frame[start:])
+    kept = [t for t in body.topics if t[0] != topic]
+    cut = [(t[0], [p[0] for p in t[1]]) for t in body.topics if t[0] == topic]
+    if not cut:
+        return frame, []
+    body.topics = kept
+    message = frame[4:start] + body.encode()
+    return struct.pack(">i", len(message)) + message, cut
+
+
+def add_errors(frame: bytes, version: int, cut: list[tuple[str, list[int]]], error_code: int) -> bytes:
+    """The broker's Produce response frame with ``error_code`` for every partition cut out."""
+    _, response_class = _produce_classes(version)
+    body = response_class.decode(frame[8:])
+    for topic, partitions in cut:
+        fields = [[p, error_code, -1] + ([-1] if version >= 2 else []) + ([-1] if version >= 5 else [])
+                  + ([[], "refused by the test proxy"] if version >= 8 else []) for p in partitions]
+        body.topics = list(body.topics) + [(topic, fields)]
+    message = frame[4:8] + body.encode()
+    return struct.pack(">i", len(message)) + message
 
 
 def parse_request(frame: bytes) -> Request:
@@ -55,6 +98,7 @@ class KafkaProxy:
         self.upstream_port = upstream_port
         self.port = port or _free_port()
         self._hold: Callable[[Request], bool] | None = None
+        self._refuse: tuple[str, int] | None = None  # (topic, error code) of fail_produce
         self._connections: set[_Connection] = set()
         self._lock = threading.Lock()
         self.held = 0  # responses held back since the last release (behind-held ones not counted)
@@ -86,6 +130,10 @@ class KafkaProxy:
     def hold(self, which: Callable[[Request], bool]) -> None:
         """From now on, hold the response to every request ``which`` accepts."""
         self._call(lambda: setattr(self, "_hold", which))
+
+    def fail_produce(self, topic: str | None, error_code: int = TOPIC_AUTHORIZATION_FAILED) -> None:
+        """From now on, ``topic`` refuses every record produced to it with ``error_code``; None: no more."""
+        self._call(lambda: setattr(self, "_refuse", None if topic is None else (topic, error_code)))
 
     def release(self) -> None:
         """Stop holding and send every held response, in order."""
@@ -134,13 +182,21 @@ class KafkaProxy:
         while (frame := await self._frame(reader)) is not None:
             request = parse_request(frame[4:])
             conn.pending[request.correlation_id] = request
+            if self._refuse is not None and request.api_key == PRODUCE and request.api_version <= _LAST_PRODUCE:
+                frame, cut = cut_topic(frame, request, self._refuse[0])
+                if cut:
+                    conn.refused[request.correlation_id] = (cut, self._refuse[1])
             up_writer.write(frame)
             await up_writer.drain()
         up_writer.close()
 
     async def _responses(self, up_reader, conn: _Connection) -> None:
         while (frame := await self._frame(up_reader)) is not None:
-            request = conn.pending.pop(struct.unpack(">i", frame[4:8])[0], None)
+            correlation_id = struct.unpack(">i", frame[4:8])[0]
+            request = conn.pending.pop(correlation_id, None)
+            refused = conn.refused.pop(correlation_id, None)
+            if refused is not None:
+                frame = add_errors(frame, request.api_version, *refused)
             if request is not None:
                 self.seen[request.api_key] = self.seen.get(request.api_key, 0) + 1
             if request is not None and self._hold is not None and self._hold(request):
