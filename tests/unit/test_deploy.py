@@ -27,7 +27,7 @@ from packaging.version import Version
 from tests.deploy import collector_rules, rules
 from tests.deploy.collector_rules import collector_problems, parse_collector_config, worker_objects
 from tests.deploy.rules import Deployment, app_topology, config_text, one, parse_mounted_config, problems
-from tests.deploy.tools import hadolint, render
+from tests.deploy.tools import hadolint, promtool, render
 
 ROOT = Path(__file__).parents[2]
 DEPLOY = ROOT / "deploy"
@@ -90,8 +90,8 @@ def deployment(example):
 def test_the_overlay_renders_every_resource(rendered):
     kinds = sorted(o["kind"] for o in rendered[OVERLAY])
     assert kinds == ["ConfigMap", "Deployment", "HorizontalPodAutoscaler", "Ingress", "NetworkPolicy", "NetworkPolicy",
-                     "PodDisruptionBudget", "PodDisruptionBudget", "ScaledObject", "Service", "Service", "Service",
-                     "StatefulSet", "TriggerAuthentication"]
+                     "PodDisruptionBudget", "PodDisruptionBudget", "PrometheusRule", "ScaledObject", "Service", "Service",
+                     "Service", "ServiceMonitor", "StatefulSet", "TriggerAuthentication"]
     assert {o["metadata"].get("namespace") for o in rendered[OVERLAY]} == {"shop-imref"}
     assert {o["metadata"].get("namespace") for o in rendered[OVERLAY / "topics"]} == {"kafka"}
     cm = one(rendered[OVERLAY], "ConfigMap")["metadata"]["name"]
@@ -697,3 +697,72 @@ def test_the_image_builds_the_project_with_pinned_build_tools():
     for requirement in map(Requirement, tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]):
         assert requirement.name.lower() in pins and requirement.specifier.contains(pins[requirement.name.lower()]), \
             f"{requirement} is not pinned in deploy/build-requirements.lock"
+
+
+# -- alerts (components/monitoring) ---------------------------------------------------------------
+
+ALERT_TESTS = ROOT / "tests" / "deploy" / "alerts-test.yaml"
+RUNBOOK = ROOT / "docs" / "operations.md"
+
+
+def alert_rules(objects: list[dict]) -> list[dict]:
+    return [rule for group in one(objects, "PrometheusRule")["spec"]["groups"] for rule in group["rules"]]
+
+
+def promtool_run(tmp_path: Path, objects: list[dict]) -> tuple:
+    """`promtool check rules` and `promtool test rules` on the rendered PrometheusRule's spec."""
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(one(objects, "PrometheusRule")["spec"], sort_keys=False))
+    (tmp_path / "alerts-test.yaml").write_text(ALERT_TESTS.read_text())
+    return promtool("check", "rules", "rules.yaml", cwd=tmp_path), promtool("test", "rules", "alerts-test.yaml",
+                                                                           cwd=tmp_path)
+
+
+def test_the_alert_rules_pass_promtool_check_and_their_tests(rendered, tmp_path):
+    check, tested = promtool_run(tmp_path, rendered[OVERLAY])
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert tested.returncode == 0 and "SUCCESS" in tested.stdout, tested.stdout + tested.stderr
+    tested_alerts = set(re.findall(r"alertname: (\w+)", ALERT_TESTS.read_text()))
+    assert {r["alert"] for r in alert_rules(rendered[OVERLAY])} == tested_alerts  # each alert has a test
+
+
+@pytest.mark.parametrize("breakage", ["threshold", "window"])
+def test_a_broken_alert_fails_its_promtool_test(rendered, tmp_path, breakage):
+    objects = copy.deepcopy(rendered[OVERLAY])
+    rules = {r["alert"]: r for r in alert_rules(objects)}
+    if breakage == "threshold":
+        rules["ImrefConsumerLag"]["expr"] = rules["ImrefConsumerLag"]["expr"].replace("50000", "500000")
+    else:
+        rules["ImrefInternalStall"]["expr"] = rules["ImrefInternalStall"]["expr"].replace("[15m]", "[1m]")
+    check, tested = promtool_run(tmp_path, objects)
+    assert check.returncode == 0 and tested.returncode != 0, tested.stdout
+
+
+def test_the_alerts_read_only_metrics_the_worker_exports():
+    from streams.metrics import Metrics
+
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+    exported = {family.name + suffix for family in Metrics(["c"]).registry.collect()
+                for suffix in suffixes[family.type]}
+    read = {name for rule in alert_rules(render(OVERLAY)) for name in re.findall(r"\bimref_\w+", rule["expr"])}
+    assert read and read <= exported, f"not exported by streams.metrics: {sorted(read - exported)}"
+
+
+def test_every_alert_has_a_runbook_entry(rendered):
+    def anchor(heading: str) -> str:  # MkDocs' toc slugs
+        return re.sub(r"[\s]+", "-", re.sub(r"[^\w\s-]", "", heading.strip().lower()))
+
+    anchors = {anchor(line.lstrip("#")) for line in RUNBOOK.read_text().splitlines() if line.startswith("#")}
+    for rule in alert_rules(rendered[OVERLAY]):
+        page, _, target = rule["annotations"]["runbook_url"].partition("#")
+        assert page == "docs/operations.md" and target in anchors, f"{rule['alert']}: no entry {target!r} in {page}"
+
+
+def test_the_service_monitor_scrapes_each_worker_once(rendered):
+    objects = rendered[OVERLAY]
+    monitor = one(objects, "ServiceMonitor")["spec"]
+    wanted = monitor["selector"]["matchLabels"]
+    selected = [o for o in objects if o["kind"] == "Service"
+                and wanted.items() <= o["metadata"].get("labels", {}).items()]
+    assert [s["metadata"]["name"] for s in selected] == ["imref-stream"]  # not the headless one too
+    assert {e["port"] for e in monitor["endpoints"]} <= {p["name"] for p in selected[0]["spec"]["ports"]}
+    assert selected[0]["spec"]["selector"] == one(objects, "StatefulSet")["spec"]["selector"]["matchLabels"]
