@@ -1,4 +1,5 @@
 import asyncio
+from time import monotonic
 
 from connectors.base import Connection, ConnectionSettings
 from streams.delivery.lanes import Job, PartitionLanes, RetryPolicy
@@ -123,3 +124,98 @@ def test_a_revoke_stops_the_lanes_and_delivers_nothing_more():
 
     delivered, done = run(scenario())
     assert delivered == [] and all(done)
+
+
+def test_a_step_that_fails_stops_the_worker_naming_it_instead_of_ending_its_lane_in_silence():
+    """Recording a confirmation fails (a changelog write the broker refused): ``stop`` hears which
+    step of which file failed, and the batch is never acked. Before, the lane's task died unseen."""
+    async def scenario():
+        stops, delivered = [], []
+
+        async def refused(connection, file_digest):
+            raise PermissionError("TopicAuthorizationFailed: batch-cuts-changelog")
+
+        job = make_job("a.csv", delivered)
+        job.on_confirmed = refused
+        lanes = PartitionLanes(0, [Flaky("ftp")], FAST, stop=lambda what, exc: stops.append((what, exc)))
+        lanes.submit(job)
+        await asyncio.wait_for(until(lambda: stops), 5)
+        lanes.cancel()
+        return stops, delivered, lanes
+
+    stops, delivered, lanes = run(scenario())
+    [(what, exc)] = stops
+    assert what == "partition 0's lane to 'ftp'" and "recording that 'ftp' confirmed a.csv" in str(exc)
+    assert isinstance(exc.__cause__, PermissionError) and delivered == [] and lanes.held == 1
+
+
+def test_a_file_that_cannot_be_made_stops_the_worker_even_when_no_lane_waits_for_it():
+    async def scenario():
+        stops = []
+
+        async def prepare():
+            raise RuntimeError("dead letter refused")
+
+        lanes = PartitionLanes(0, [], FAST, stop=lambda what, exc: stops.append(what))
+        lanes.submit(Job("b.csv", prepare, lambda: None))
+        await asyncio.wait_for(until(lambda: stops), 5)
+        return stops
+
+    assert run(scenario()) == ["making file b.csv"]
+
+
+def test_a_step_held_past_the_bound_is_a_stall_and_a_failing_upload_is_not():
+    async def scenario():
+        never = asyncio.Event()
+
+        async def waiting():
+            await never.wait()
+            return b"x", 1
+
+        async def nothing():
+            pass
+
+        stuck = PartitionLanes(1, [Flaky("ftp")], FAST)
+        stuck.submit(Job("held.csv", waiting, nothing))
+        down = PartitionLanes(2, [Flaky("sftp", failures=10**9)], FAST)
+        down.submit(make_job("down.csv", []))
+        await until(lambda: stuck._doing and down._doing)
+        await asyncio.sleep(0.05)
+        now = monotonic()
+        result = stuck.stalls(now, 0.01), down.stalls(now, 0.01), stuck.stalls(now, 60)
+        stuck.cancel()
+        down.cancel()
+        return result
+
+    stalled, failing, young = run(scenario())
+    assert len(stalled) == 1 and stalled[0].startswith("partition 1, lane to 'ftp': making held.csv"), stalled
+    assert failing == [] and young == []
+
+
+def test_configuration_errors_are_told_from_transient_failures():
+    import ftplib
+    import socket
+    import ssl
+
+    import paramiko
+
+    from connectors.base import TransportError, configuration_problem
+
+    def wrapped(exc):  # as ``step`` raises it
+        try:
+            raise TransportError(f"connect failed: {exc}") from exc
+        except TransportError as outer:
+            return outer
+
+    assert configuration_problem(wrapped(paramiko.SSHException("Server '[h]:22' not found in known_hosts"))) == \
+        "host key not in known_hosts"
+    assert configuration_problem(wrapped(ssl.SSLCertVerificationError("certificate verify failed"))) == \
+        "certificate not trusted"
+    assert configuration_problem(wrapped(paramiko.AuthenticationException("no"))) == "login refused"
+    assert configuration_problem(wrapped(ftplib.error_perm("530 Login incorrect."))) == "login refused"
+    assert configuration_problem(wrapped(ftplib.error_perm("550 No such directory."))) == \
+        "folder missing or not writable"
+    assert configuration_problem(FileNotFoundError(2, "No such file")) == "folder missing"
+    for transient in (socket.timeout("timed out"), ConnectionResetError("reset"), ConnectionRefusedError("refused"),
+                      paramiko.SSHException("Error reading SSH protocol banner"), EOFError()):
+        assert configuration_problem(wrapped(transient)) is None, transient
