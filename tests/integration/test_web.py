@@ -1,5 +1,5 @@
 """The worker's HTTP side against a running worker: Prometheus counters equal what was produced,
-/readyz reflects a failing connection, and the status page shows files and dead-letter counts
+a failing connection holds its files and shows on the status page while /readyz stays 200, and the status page shows files and dead-letter counts
 and updates live in a real headless Chromium (which also takes the README's screenshot)."""
 from __future__ import annotations
 
@@ -96,10 +96,10 @@ def test_metrics_count_exactly_what_was_produced(worker):
 
 def test_health_and_readiness_report_a_running_worker(worker):
     status, body = get(f"{worker['base']}/healthz")
-    assert (status, json.loads(body)) == (200, {"ok": True})
+    assert (status, json.loads(body)) == (200, {"ok": True, "reasons": []})
     status, body = get(f"{worker['base']}/readyz")
     ready = json.loads(body)
-    assert status == 200 and ready["ok"] and set(ready["checks"]) == {"broker", "recovery", "connections"}
+    assert status == 200 and ready["ok"] and set(ready["checks"]) == {"broker", "recovery"}
     # Faust's table pages would publish customer ids and click ids: they are off.
     assert get(f"{worker['base']}/table/clicks/")[0] == 404
 
@@ -134,12 +134,16 @@ def test_status_page_lists_files_and_dead_letters_and_updates_live(worker):
             browser.close()
 
 
-def test_a_connection_failing_for_long_makes_the_worker_unready(broker, tmp_path, monkeypatch):
+def test_a_connection_failing_holds_its_files_and_the_worker_stays_ready(broker, tmp_path, monkeypatch):
+    """An outage at a destination is not ill health: the worker still consumes and commits (the
+    other connection delivers), so /readyz stays 200 (it turned 503 before issue #21, taking every
+    pod out of service while impact was down); the status page shows the failing connection and
+    its held files."""
     port, dead = free_port(), free_port()  # nothing listens on `dead`
     app_id = "web-unready"
     cfg = write_config(tmp_path / "config.yaml", bootstrap=broker.bootstrap, app_id=app_id, out_dir=tmp_path / "out",
                        data_dir=tmp_path / "data",
-                       web={"enabled": True, "host": "127.0.0.1", "port": port, "unready_after_failing_s": 1},
+                       web={"enabled": True, "host": "127.0.0.1", "port": port},
                        batch={"max_rows": 40, "max_age_s": 1},
                        connections=[{"name": "outbox", "method": "fsspec", "url": str(tmp_path / "out")},
                                     {"name": "partner ftp", "method": "ftp", "allow_plaintext": True,
@@ -155,13 +159,13 @@ def test_a_connection_failing_for_long_makes_the_worker_unready(broker, tmp_path
             "order_id": "U1", "customer_id": "W1", "occurred_at": NOW.isoformat(), "im_ref": "IRU",
             "currency": "EUR", "amount": "3.00", "category": "Web", "sku": "S", "quantity": 1}))])
         deadline = time.monotonic() + 60
-        while (status := get(f"{base}/readyz"))[0] != 503 and time.monotonic() < deadline:
+        while not metrics(base).get(("imref_upload_failures_total", (("connection", "partner ftp"),))) \
+                and time.monotonic() < deadline:
             time.sleep(0.3)
-        ready = json.loads(status[1])
-        assert status[0] == 503 and not ready["checks"]["connections"]["ok"]
-        assert "partner ftp" in ready["checks"]["connections"]["detail"]
-        assert ready["checks"]["broker"]["ok"] and ready["checks"]["recovery"]["ok"]
+        assert get(f"{base}/readyz")[0] == 200 and get(f"{base}/healthz")[0] == 200
         s = json.loads(get(f"{base}/status.json")[1])
+        [ftp] = [c for c in s["connections"] if c["name"] == "partner ftp"]
+        assert ftp["configuration_error"] is None and "connect failed" in ftp["last_error"]  # refused: an outage
         assert {c["name"]: c["ok"] for c in s["connections"]} == {"outbox": True, "partner ftp": False}
         states = {(f["connection"], f["state"]) for f in s["files"]}
         assert ("partner ftp", "retrying") in states and ("outbox", "delivered") in states
@@ -224,7 +228,7 @@ def test_lanes_report_each_file_held_then_uploading_retrying_delivered_and_forge
             await asyncio.sleep(0.02)
         lanes.cancel()
         after = {(f.connection, f.name): f.state for f in m.recent.values()}
-        return before, after, m.failing_connections(0)
+        return before, after, m.failing_connections()
 
     before, after, failing = asyncio.run(scenario())
     assert before == {("ok", "a.csv"): ("delivered", 2), ("ok", "c.csv"): ("delivered", 2),
