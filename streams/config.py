@@ -213,9 +213,9 @@ class WebSettings(_Section):
     port: int = Field(6066, ge=0, le=65535, description="HTTP port.")
     stalled_after_s: float = Field(
         600.0, ge=5, description="/healthz fails (and Kubernetes restarts the worker) when a step of delivery other "
-        "than an upload -- making a file, recording a confirmation, acking -- or a seek has been held this long: "
-        "an internal stall (an upload is bounded by its attempt timeout, and a failing connection is an alert, "
-        "not ill health). Above `attribution.grace_s`: a file waits that long for its items' clicks.")
+        "than an upload -- making a file, recording a confirmation, acking -- or a seek has been held this long "
+        "beyond `attribution.grace_s` (a file may wait that long for its items' clicks): an internal stall. An "
+        "upload is bounded by its attempt timeout, and a failing connection is an alert, not ill health.")
 
     @model_validator(mode="before")
     @classmethod
@@ -321,9 +321,6 @@ class Settings(_Section):
             raise ValueError(f"connection names must be unique: {names}")
         if not self.pushes("conversions"):
             raise ValueError("at least one connection must carry conversions into impact")
-        if self.web.stalled_after_s <= self.attribution.grace_s:
-            raise ValueError("web.stalled_after_s must be above attribution.grace_s: a file waits that long for its "
-                             "items' clicks")
         if self.modifications.file_title == self.batch.file_title:
             raise ValueError("modifications.file_title must differ from batch.file_title: the files must not collide")
         return self

@@ -62,7 +62,7 @@ class Metrics:
             "at start-up) was a configuration error: a refused host key, an untrusted certificate, a failed login, "
             "a missing folder. Its batches are held until someone fixes it.", ["connection"], registry=r)
         self.stalls = Gauge("imref_internal_stalls", "Steps of this worker's delivery held longer than "
-                            "health.stalled_after_s with no failing connection to explain it; /healthz fails "
+                            "web.stalled_after_s (beyond attribution.grace_s) with no failing connection to explain it; /healthz fails "
                             "while any.", registry=r)
         self.record_seconds = Histogram(
             "imref_confirmation_record_seconds", "From a connection confirming a file to that confirmation being "

@@ -53,8 +53,9 @@ def check_connections_at_start(app, connections: list[Connection], metrics: Metr
 
 
 def internal_stalls(app) -> list[str]:
-    """Steps held longer than ``web.stalled_after_s`` that no failing connection explains."""
-    now, after = monotonic(), app.imref.web.stalled_after_s
+    """Steps held longer than ``web.stalled_after_s`` beyond the grace an item waits for its click,
+    that no failing connection explains."""
+    now, after = monotonic(), app.imref.web.stalled_after_s + app.imref.attribution.grace_s
     return app.ledger.stalls(now, after) + [s for flow in getattr(app, "flows", ()) for s in flow.stalls(now, after)]
 
 
