@@ -58,8 +58,9 @@ class Connection(abc.ABC):
         """Test the connection the way ``put`` would use it, without creating a file impact would
         process: log in (verifying the certificate or host key), and where impact pulls from the
         folder, write, rename and remove a probe file there. Returns what was checked; raises
-        TransportError naming the failing step. Only ``imref-stream check`` calls it: a transport
-        does no I/O for it on its own."""
+        TransportError naming the failing step. ``imref-stream check`` calls it, and the worker once
+        at start-up (a configuration error shows before a batch is held by it); a transport does
+        no I/O for it on its own, nor before its first ``put``."""
         raise TransportError(f"probe: {type(self).__name__} cannot be checked without an upload")
 
     def close(self) -> None:
