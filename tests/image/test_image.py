@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -57,8 +56,10 @@ def image(podman, tmp_path_factory):
 
 
 class Container:
-    def __init__(self, podman: Podman, name: str, log: Path, web_port: int):
-        self.podman, self.name, self.log, self.web_port = podman, name, log, web_port
+    def __init__(self, podman: Podman, name: str, log: Path, web_port: int, outbox: Path):
+        self.podman, self.name, self.log, self.web_port, self.outbox = podman, name, log, web_port, outbox
+        self.seen: dict | None = None  # what PROBE read inside
+        self.rows: list | None = None  # the rows written before the stop
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -80,18 +81,23 @@ class Container:
 
     def exec(self, *argv: str) -> str:
         done = self.podman("exec", self.name, *argv, check=False, timeout=60)
-        assert done.returncode == 0, (f"{argv} in the container failed ({done.returncode}):\n{done.stdout}"
+        shown = " ".join(a if len(a) < 40 else a[:40].strip() + "..." for a in argv)
+        assert done.returncode == 0, (f"`{shown}` in the container failed ({done.returncode}):\n{done.stdout}"
                                       f"{done.stderr}\nworker log:\n{self.log_text()[-3000:]}")
         return done.stdout
 
     def get(self, path: str) -> tuple[int, dict]:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}{path}", timeout=5) as r:
-                return r.status, json.loads(r.read())
+                status, body = r.status, r.read()
         except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read())
-        except OSError:
+            status, body = e.code, e.read()
+        except OSError:  # not listening yet
             return 0, {}
+        try:
+            return status, json.loads(body)
+        except ValueError:
+            return status, {"body": body.decode(errors="replace")}
 
 
 def worker_config(bootstrap: str, web_port: int) -> dict:
@@ -124,8 +130,8 @@ def container(podman, image, sts, broker, tmp_path_factory):
         sources[name].mkdir()
     for name in ("state", "outbox"):
         grant_fs_group(sources[name], fs_group)
-    c = Container(podman, f"imref-image-test-{os.getpid()}", tmp / "worker.log", config["web"]["port"])
-    c.outbox = sources["outbox"]
+    c = Container(podman, f"imref-image-test-{os.getpid()}", tmp / "worker.log", config["web"]["port"],
+                  sources["outbox"])
     podman("run", "-d", "--name", c.name, "--network", "host", *podman.ulimit_args(),
            "--log-driver", "k8s-file", "--log-opt", f"path={c.log}",
            *security_args(sts), *volume_args(sts, sources), "-v", f"{sources['outbox']}:{OUTBOX}:rw",
@@ -162,7 +168,7 @@ def test_the_modules_are_installed(container):
 
 
 def test_the_worker_runs_with_the_statefulsets_security_settings(container, podman, image, sts):
-    seen = getattr(container, "seen", None) or json.loads(container.exec("python", "-c", PROBE))
+    seen = container.seen or json.loads(container.exec("python", "-c", PROBE))
     pod, worker_spec = worker(sts)
     sc = {**pod["securityContext"], **worker_spec["securityContext"]}
     uid, gid = str(sc["runAsUser"]), str(sc["runAsGroup"])
@@ -185,7 +191,7 @@ def test_the_probes_answer(container, sts):
     health, ready = worker_spec["livenessProbe"]["httpGet"]["path"], worker_spec["readinessProbe"]["httpGet"]["path"]
     assert worker_spec["startupProbe"]["httpGet"]["path"] == health
     container.wait_for(f"200 from {ready}", lambda: container.get(ready)[0] == 200, 60)
-    status, body = container.get(ready)
+    _, body = container.get(ready)
     assert body["ok"] and all(check["ok"] for check in body["checks"].values()), body
     assert container.get(health) == (200, {"ok": True})
 
@@ -234,5 +240,5 @@ def test_sigterm_stops_it_cleanly_within_the_grace_period(container, sts):
     status, code = container.state()
     assert (status, code) == ("exited", 0), f"exit {code} after {took:.1f}s:\n{container.log_text()[-4000:]}"
     assert took < grace
-    if rows := getattr(container, "rows", None):  # the stop's flush adds no row twice
-        assert sorted(row for f in read_csv_files(container.outbox).values() for row in f[1:]) == rows
+    if container.rows is not None:  # the stop's flush adds no row twice
+        assert sorted(row for f in read_csv_files(container.outbox).values() for row in f[1:]) == container.rows
