@@ -1,6 +1,6 @@
 PY ?= python3
 
-.PHONY: setup run test unit lock image
+.PHONY: setup run test unit docs lock image
 
 setup:
 	PY=$(PY) bash scripts/setup.sh
@@ -15,6 +15,10 @@ test: setup
 
 unit:
 	$(PY) -m pytest -q tests/unit
+
+# The documentation site from docs/ into site/; --strict: a broken link or a missing page fails
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 # The image's pinned, hashed runtime dependencies (deploy/Dockerfile installs exactly these)
 lock:

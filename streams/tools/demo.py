@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from .dev import read_reasons
 from .devbroker import DevBroker, create_topics
 from .producer import CheckoutProducer
 
@@ -95,6 +96,12 @@ def run_demo(output: str, orders: int) -> int:
         print(f"produced  {sum(counts.values())} order items: {dict(counts)}")
         _wait_for(lambda: sum(_rows(files_dir).values()) >= expected, 120, "the files")
         time.sleep(2)
+        # What the worker wrote to its side topics, read back from them: the generator only knows
+        # what it meant to send.
+        options = {"bootstrap_servers": broker.bootstrap}
+        dead = read_reasons(options, topics["dead_letter"], expect=counts["invalid"], timeout_s=30)
+        unattributed = read_reasons(options, topics["unattributed"], expect=counts["none"] + counts["expired"],
+                                    timeout_s=30)
     finally:
         if worker is not None:
             worker.send_signal(signal.SIGTERM)
@@ -104,9 +111,12 @@ def run_demo(output: str, orders: int) -> int:
     for name, rows in files.items():
         print(f"  {rows:5d} rows  {name}")
     print(f"wrote     {sum(files.values())} rows in {len(files)} files to {files_dir}")
-    print(f"          {counts['none'] + counts['expired']} items unattributed, {counts['invalid']} events "
-          f"dead-lettered (topics {topics['unattributed']}, {topics['dead_letter']})")
-    return 0 if sum(files.values()) == expected else 1
+    for topic, reasons in ((topics["dead_letter"], dead), (topics["unattributed"], unattributed)):
+        by_reason = ", ".join(f"{reason} {n}" for reason, n in reasons.most_common()) or "none"
+        print(f"          {sum(reasons.values())} in {topic}: {by_reason}")
+    right = (sum(files.values()) == expected and sum(dead.values()) == counts["invalid"]
+             and sum(unattributed.values()) == counts["none"] + counts["expired"])
+    return 0 if right else 1
 
 
 def _wait_for(condition, timeout: float, what: str) -> None:

@@ -17,6 +17,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from pyftpdlib.authorizers import DummyAuthorizer
 from pyftpdlib.handlers import DTPHandler, FTPHandler, TLS_DTPHandler, TLS_FTPHandler
+from pyftpdlib.ioloop import IOLoop
 from pyftpdlib.servers import FTPServer
 
 from streams.tools.devbroker import free_port
@@ -54,14 +55,19 @@ class Certs:
 class FtpServer:
     """pyftpdlib; ``tls`` requires TLS on control and data; ``drop_uploads`` aborts that many
     uploads after ``drop_after`` bytes (a connection reset in the middle of an upload; raise it
-    at any time for more); ``down()`` closes the port and every session until ``up()``."""
+    at any time for more); ``down()`` closes the port and every session until ``up()``.
+    ``received`` lists the name of every upload the server completed, in order: for a push to
+    impact each one is a submission."""
 
-    def __init__(self, root: Path, certs: Certs | None = None, drop_uploads: int = 0, drop_after: int = 2048):
+    def __init__(self, root: Path, certs: Certs | None = None, drop_uploads: int = 0, drop_after: int = 2048,
+                 perm: str = "elradfmwMT"):
+        """``perm``: pyftpdlib's permission letters for the user ("elr": read only)."""
         root.mkdir(parents=True, exist_ok=True)
         self.root, self.port = root, free_port()
         self.commands: list[str] = []
+        self.received: list[str] = []
         auth = DummyAuthorizer()
-        auth.add_user(USER, PASSWORD, str(root), perm="elradfmwMT")
+        auth.add_user(USER, PASSWORD, str(root), perm=perm)
         self.drop_uploads = drop_uploads
         owner = self
 
@@ -72,21 +78,30 @@ class FtpServer:
                     owner.drop_uploads -= 1
                     self.close()
 
-        commands = self.commands
+        commands, received = self.commands, self.received
 
         class Handler(TLS_FTPHandler if certs else FTPHandler):
             def pre_process_command(self, line, cmd, arg):
                 commands.append(cmd)
                 return super().pre_process_command(line, cmd, arg)
 
+            def on_file_received(self, file):
+                received.append(Path(file).name)
+
         Handler.authorizer, Handler.dtp_handler = auth, Dropping
         if certs:
             Handler.certfile = str(certs.server_pem)
             Handler.tls_control_required = Handler.tls_data_required = True
         self._handler = Handler
-        self._server = FTPServer(("127.0.0.1", self.port), Handler)
+        self._server = self._listen()
         self._stop, self._down = threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _listen(self) -> FTPServer:
+        # A loop of its own, new each time (closing a server closes its loop): pyftpdlib's default
+        # is one per process, and two servers serving it from two threads corrupt each other's TLS
+        # sessions and crash the process.
+        return FTPServer(("127.0.0.1", self.port), self._handler, ioloop=IOLoop())
 
     def down(self) -> None:
         self._down.set()
@@ -100,7 +115,7 @@ class FtpServer:
                 self._server.close_all()  # the listener and every session: connection refused/reset
                 while self._down.is_set() and not self._stop.is_set():
                     time.sleep(0.05)
-                self._server = FTPServer(("127.0.0.1", self.port), self._handler)
+                self._server = self._listen()
             self._server.serve_forever(timeout=0.05, blocking=False, handle_exit=False)
         self._server.close_all()
 
