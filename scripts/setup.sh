@@ -8,11 +8,10 @@ $PY -m pip install --quiet --disable-pip-version-check -e '.[test,demo,rocksdb]'
 # - headless Chromium for the browser tests (Playwright's own browser download is not reachable
 #   from these machines); certutil (libnss3-tools) puts the https test's CA into the NSS
 #   database Chromium trusts;
-# - the image test (tests/image): podman with runc (crun fails here at setrlimit), buildah behind
-#   `podman build`, debootstrap for the local base the Dockerfile is built on.
+# - the image test (tests/image): podman (its `build` is buildah's code) with runc (crun fails
+#   here at setrlimit), debootstrap for the local base the Dockerfile is built on.
 missing=()
-for tool in chromium:chromium certutil:libnss3-tools podman:podman buildah:buildah runc:runc \
-            debootstrap:debootstrap; do
+for tool in chromium:chromium certutil:libnss3-tools podman:podman runc:runc debootstrap:debootstrap; do
     command -v "${tool%%:*}" >/dev/null || [ -x "/usr/sbin/${tool%%:*}" ] || missing+=("${tool#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
