@@ -74,6 +74,16 @@ class Podman:
     def exists(self, image: str) -> bool:
         return self("image", "exists", image, check=False).returncode == 0
 
+    def remove_leftovers(self, container_prefix: str, image_prefix: str) -> None:
+        """Containers and images of test runs killed before their teardown, told by the pid that
+        ends their names: on vfs each holds a full copy of the image. A live run's stay."""
+        containers = self("ps", "-a", "--format", "{{.Names}}").stdout.split()
+        images = self("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
+        for kind, prefix, names in (("rm", container_prefix, containers), ("rmi", image_prefix, images)):
+            for name in names:
+                if name.startswith(prefix) and name[len(prefix):].isdigit() and not _alive(int(name[len(prefix):])):
+                    self(kind, "-f", name, check=False)
+
     def local_base(self) -> str:
         """The bookworm base, made once per recipe and mirror; later runs find it in the store."""
         mirror = os.environ.get("IMREF_IMAGE_DEBIAN_MIRROR") or apt_mirror(BASE_RECIPE["suite"])
@@ -126,6 +136,14 @@ def apt_mirror(suite: str) -> str:
         if release == suite:
             return uri
     return "http://deb.debian.org/debian/"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 @contextmanager

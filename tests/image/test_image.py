@@ -29,6 +29,7 @@ from tests.support.harness import produce, read_csv_files
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]  # the first test also builds the image
 
+CONTAINER, IMAGE = "imref-image-test-", "localhost/imref-stream:test-"  # + this run's pid
 HEADER = ["CampaignId", "ActionTrackerId", "EventDate", "OrderId", "ClickId", "CustomerId",
           "CurrencyCode", "Amount", "Category", "Sku", "Quantity"]
 OUTBOX = "/srv/outbox"  # stands in for a connection's remote folder
@@ -44,12 +45,14 @@ def sts() -> dict:
 def podman() -> Podman:
     if os.geteuid() != 0:
         pytest.fail("the image test needs root: debootstrap and rootful podman (run `make test` as root)")
-    return Podman.from_env()
+    podman = Podman.from_env()
+    podman.remove_leftovers(CONTAINER, IMAGE)
+    return podman
 
 
 @pytest.fixture(scope="module")
 def image(podman, tmp_path_factory):
-    tag = f"localhost/imref-stream:test-{os.getpid()}"
+    tag = f"{IMAGE}{os.getpid()}"
     podman.build(podman.local_base(), tag, tmp_path_factory.mktemp("build") / "build.log")
     yield tag
     podman("rmi", "-f", tag, check=False)  # on vfs it holds ~500 MB
@@ -121,7 +124,8 @@ def worker_config(bootstrap: str, web_port: int) -> dict:
 def container(podman, image, sts, broker, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("container")
     config = worker_config(broker.bootstrap, free_port())
-    create_topics(broker.bootstrap, [config["topics"]["clicks"], config["topics"]["order_items"]], 4)
+    topics = config["topics"]
+    create_topics(broker.bootstrap, [topics["clicks"], topics["order_items"]], topics["partitions"])
     (tmp / "config.yaml").write_text(yaml.safe_dump(config))
     sources = {"config": tmp / "config.yaml", "state": tmp / "state", "outbox": tmp / "outbox",
                "secrets": tmp / "secrets", "kafka-ca": tmp / "kafka-ca"}
@@ -130,7 +134,7 @@ def container(podman, image, sts, broker, tmp_path_factory):
         sources[name].mkdir()
     for name in ("state", "outbox"):
         grant_fs_group(sources[name], fs_group)
-    c = Container(podman, f"imref-image-test-{os.getpid()}", tmp / "worker.log", config["web"]["port"],
+    c = Container(podman, f"{CONTAINER}{os.getpid()}", tmp / "worker.log", config["web"]["port"],
                   sources["outbox"])
     podman("run", "-d", "--name", c.name, "--network", "host", *podman.ulimit_args(),
            "--log-driver", "k8s-file", "--log-opt", f"path={c.log}",
