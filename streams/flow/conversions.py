@@ -144,6 +144,8 @@ class Conversions:
     def _rows(self, items: list[dict], occurred: datetime, click_id: str) -> tuple:
         self._joined += len(items)
         fields, extra = self._row_fields, self._extra_fields
+        if len(items) == 1:  # an item event: no generator for the common case
+            return (conversion_row(*fields, items[0], occurred, click_id, extra),)
         return tuple(conversion_row(*fields, item, occurred, click_id, extra) for item in items)
 
     def _try_attribute(self, waiting, history) -> bool:
