@@ -1,6 +1,7 @@
-"""``imref-stream``: ``worker`` runs the pipeline; ``check`` tests a config against Kafka and every
-connection; ``demo`` runs it all on an embedded broker; ``dev-broker`` and ``produce`` try your own
-config locally; ``replay`` re-processes a time range into files."""
+"""``imref-stream``: ``worker`` runs the pipeline; ``collector`` serves landing pages' click beacons;
+``check`` tests a config against Kafka and every connection; ``demo`` runs it all on an embedded
+broker; ``dev-broker`` and ``produce`` try your own config locally; ``replay`` re-processes a time
+range into files."""
 from __future__ import annotations
 
 import argparse
@@ -21,6 +22,19 @@ def run_worker(config: str, loglevel: str) -> int:
     return run(settings, loglevel)
 
 
+def run_collector(config: str, loglevel: str) -> int:
+    from .config import CollectorProcessSettings
+
+    try:
+        settings = load_settings(config, CollectorProcessSettings)
+    except ConfigError as exc:
+        print(f"imref-stream: {exc}", file=sys.stderr)
+        return 2
+    from .collector.server import run
+
+    return run(settings, loglevel)
+
+
 def package_version() -> str:
     try:
         return version("imref-stream")
@@ -35,6 +49,9 @@ def parser() -> argparse.ArgumentParser:
     w = sub.add_parser("worker", help="run the pipeline against the configured Kafka cluster")
     w.add_argument("--config", required=True, help="YAML config file")
     w.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
+    col = sub.add_parser("collector", help="serve landing pages' click beacons (stateless; produces click events)")
+    col.add_argument("--config", required=True, help="YAML config file (the worker's serves)")
+    col.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
     c = sub.add_parser("check", help="test a config: Kafka, topics, consumer group and every connection")
     c.add_argument("--config", required=True, help="YAML config file")
     d = sub.add_parser("demo", help="run the pipeline on an embedded broker with generated traffic")
@@ -76,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "worker":
         return run_worker(args.config, args.loglevel)
+    if args.command == "collector":
+        return run_collector(args.config, args.loglevel)
     if args.command == "check":
         from .tools.check import run
 
