@@ -9,9 +9,10 @@ write does beyond that is a TTL and sensor, which these tables do not use).
 The changelog records of one write go to the producer as record batches (aiokafka's
 ``create_batch``/``send_batch``), not one Faust ``send_soon`` each: that path (a ``FutureMessage``,
 Faust's producer buffer, an aiokafka send and its future per record) cost more than the rest of
-the worker's work for the orders table's records. The bytes are Faust's own (the changelog topic's
-``prepare_key``/``prepare_value``), so recovery and compaction read them as Faust wrote them, and a
-RocksDB store's persisted offset is set once per write from the last batch's base offset.
+the worker's work for the orders table's records. The bytes are Faust's own (the table's key and
+value codecs, the ones its changelog topic serializes with: tests/unit/test_tables.py compares
+them), so recovery and compaction read them as Faust wrote them, and a RocksDB store's persisted
+offset is set once per write from the last batch's base offset.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from contextlib import contextmanager
 from itertools import islice
 from typing import Any, Iterator
 
+from faust.serializers import codecs
 from faust.streams import _current_event
 from faust.types import TP
 
@@ -66,6 +68,8 @@ class TableWriter:
         # One write's batches enter the producer before the next write's: the changelog keeps
         # the order of the writes, so the last record of a key is its latest value.
         self._enqueue = asyncio.Lock()
+        self._key_bytes = codecs.get_codec(table.key_serializer).dumps
+        self._value_bytes = codecs.get_codec(table.value_serializer).dumps
 
     @staticmethod
     def reading(partition: int):
@@ -106,14 +110,11 @@ class TableWriter:
     def _send(self, partition: int, pairs) -> list:
         """The changelog records of one write, serialized now (the values as they are now), sent
         in order; a list of one awaitable, confirmed once every record is acknowledged."""
-        table = self.table
-        topic = table.changelog_topic
-        records = [(topic.prepare_key(key, table.key_serializer)[0],
-                    None if value is None else topic.prepare_value(value, table.value_serializer)[0])
-                   for key, value in pairs]
+        key_bytes, value_bytes = self._key_bytes, self._value_bytes
+        records = [(key_bytes(key), None if value is None else value_bytes(value)) for key, value in pairs]
         if not records:
             return []
-        what = f"writing {len(records)} record(s) to {topic.get_topic_name()} partition {partition}"
+        what = f"writing {len(records)} record(s) to {self.table.changelog_topic.get_topic_name()} partition {partition}"
         return [owned(self._publish(partition, records), what, self.stop)]
 
     async def _publish(self, partition: int, records: list[tuple[bytes, bytes | None]]) -> None:
