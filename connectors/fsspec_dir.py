@@ -78,10 +78,6 @@ class FsspecConnection(Connection):
             self._fs, self.root = fs, root
         return self._fs
 
-    @property
-    def fs(self) -> fsspec.AbstractFileSystem:
-        return self._filesystem()
-
     def put(self, name: str, data: bytes) -> None:
         self.put_stream(name, io.BytesIO(data))
 
