@@ -13,7 +13,7 @@ list (Faust's per-event path -- two asyncio tasks per record in its drain loop, 
 channel, stream -- costs more than all of our own work), seeks each newly assigned partition to
 its committed offset explicitly, and commits only what the ledger says is delivered. Faust keeps
 group membership, assignment, tables, recovery, timers and the web server. The private Faust
-hooks it overrides are checked when it is created: a Faust that lacks one stops the worker.
+names it overrides or reads are in the start-up check (``streams.runtime.internals``).
 """
 from __future__ import annotations
 
@@ -42,27 +42,11 @@ class _UngatedReadOffsets(dict):
         return None if tp.topic in self.topics else self.get(tp)
 
 
-# The Faust internals the adapter relies on: checked at start-up so that a Faust upgrade that
-# renames one stops the worker instead of silently losing the guarantee.
-FAUST_METHODS = ("_new_offset", "_filter_tps_with_pending_acks", "_commit", "_seek", "_wait_next_records",
-                 "perform_seek", "pause_partitions", "resume_partitions", "seek_to_committed", "seek_wait",
-                 "earliest_offsets",
-                 "on_partitions_revoked", "on_partitions_assigned", "assignment")
-FAUST_STATE = ("_read_offset", "_acked", "_acked_index", "_committed_offset")
-
-
-def missing_faust_hooks(consumer) -> list[str]:
-    return [name for name in FAUST_METHODS + FAUST_STATE if not hasattr(consumer, name)]
-
-
 class GatedConsumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer with ``app.ledger`` in charge of the gated topics' offsets."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        missing = missing_faust_hooks(self)
-        if missing:
-            raise RuntimeError(f"this Faust version lacks {', '.join(missing)}: the commit gate cannot hold")
         self.ledger: Ledger = self.app.ledger
         self._read_offset = _UngatedReadOffsets(self.ledger.topics)
         self.ledger.attach(self)
@@ -175,8 +159,10 @@ class GatedConsumer(faust_aiokafka.Consumer):
     def open_broker_connections(self) -> int:
         """Connections of this consumer's Kafka client that are up, for the readiness check: 0
         before the client exists (the client is aiokafka's, inside Faust's consumer thread)."""
-        client = getattr(getattr(self._thread, "_consumer", None), "_client", None)
-        return sum(conn.connected() for conn in getattr(client, "_conns", {}).values())
+        consumer = self._thread._consumer  # None until the consumer thread has started
+        if consumer is None:
+            return 0
+        return sum(conn.connected() for conn in consumer._client._conns.values())
 
     # -- commits -----------------------------------------------------------------------------
     def _filter_tps_with_pending_acks(self, topics=None):

@@ -14,7 +14,8 @@ from pathlib import Path
 import yaml
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from streams.tools.devbroker import broker_kind
+from streams.config import TopicSettings
+from streams.tools.devbroker import broker_kind, create_topics
 
 SUPPORT = Path(__file__).parent
 ROOT = SUPPORT.parents[1]
@@ -39,6 +40,7 @@ def write_config(path: Path, *, bootstrap: str, app_id: str, out_dir: Path, data
     for key, value in sections.items():
         config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
     path.write_text(yaml.safe_dump(config))
+    create_input_topics(path)
     return path
 
 
@@ -105,6 +107,17 @@ class WorkerProcess:
                 raise AssertionError(f"worker ignored SIGTERM for {timeout}s; its stacks:\n{stacks}"
                                      f"\nlog: {self.log_path}")
         return self.proc.returncode
+
+
+def create_input_topics(config: Path) -> None:
+    """The input topics with the configured partitions, as an operator declares them before the
+    worker starts (deploy/base/topics). Faust declares only its own topics; a source topic would
+    otherwise be created by the broker when the worker subscribes, with the broker's default
+    partition count (1 on noida-db, as on Kafka)."""
+    settings = yaml.safe_load(config.read_text())
+    t = TopicSettings(**settings.get("topics", {}))
+    create_topics(settings["kafka"]["brokers"][0].removeprefix("kafka://"), [t.clicks, t.order_items, t.order_changes],
+                  t.partitions)
 
 
 def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> list:
