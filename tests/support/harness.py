@@ -176,3 +176,18 @@ def wait_for_rows(out_dir: Path, expect: int, timeout: float = 90, worker: Worke
         if worker is not None and worker.proc.poll() is not None:
             raise AssertionError(f"worker exited ({worker.proc.returncode}):\n{worker.log_text()[-3000:]}")
         time.sleep(0.25)
+
+
+def wait_until(predicate, timeout: float, what: str, worker=None, every: float = 0.1):
+    """Polls ``predicate`` until it returns something truthy, and returns that. Fails naming
+    ``what`` after ``timeout`` seconds, or as soon as ``worker`` (a WorkerProcess or a Popen) exits."""
+    deadline = time.monotonic() + timeout
+    proc = getattr(worker, "proc", worker)
+    while not (value := predicate()):
+        exited = proc is not None and proc.poll() is not None
+        if exited or time.monotonic() > deadline:
+            log = worker.log_text()[-3000:] if isinstance(worker, WorkerProcess) else ""
+            raise AssertionError(f"worker exited ({proc.returncode}) while waiting for {what}\n{log}" if exited
+                                 else f"{what} not reached in {timeout}s\n{log}")
+        time.sleep(every)
+    return value
