@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import shutil
 import signal
@@ -11,8 +12,12 @@ import sys
 import time
 from pathlib import Path
 
+import urllib.request
+
 import yaml
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from streams.config import TopicSettings
 from streams.tools.devbroker import broker_kind, create_topics
@@ -191,3 +196,51 @@ def wait_until(predicate, timeout: float, what: str, worker=None, every: float =
                                  else f"{what} not reached in {timeout}s\n{log}")
         time.sleep(every)
     return value
+
+
+# -- the worker's state, as a test waits on it -------------------------------------------------
+
+def metrics(port: int) -> dict[tuple, float]:
+    """The worker's /metrics: (name, sorted labels) -> value."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=20) as r:
+        body = r.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(body) for s in family.samples}
+
+
+def consumed(port: int) -> float:
+    """Records of the gated topics the worker has taken in (``imref_events_in_total``)."""
+    return sum(v for (name, _), v in metrics(port).items() if name == "imref_events_in_total")
+
+
+def status(port: int) -> dict:
+    """The worker's /status.json."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status.json", timeout=20) as r:
+        return json.load(r)
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        offsets = admin.list_group_offsets(group)[group]
+    finally:
+        admin.close()
+    return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
+
+
+def ends(metadata) -> dict[int, int]:
+    """Per partition, the offset after the last record produced (``produce``'s metadata)."""
+    out: dict[int, int] = {}
+    for m in metadata:
+        out[m.partition] = max(out.get(m.partition, 0), m.offset + 1)
+    return out
+
+
+def wait_committed(bootstrap: str, group: str, topic: str, until: dict[int, int], worker=None,
+                   timeout: float = 60) -> None:
+    """Until ``group`` has committed ``topic`` up to ``until`` (partition -> offset). The commit
+    gate commits a record only once everything it caused is confirmed (its file by every
+    connection, its dead letter, its table write), so after this nothing more comes of those
+    records: the state a test compares against is final."""
+    wait_until(lambda: all(committed_offsets(bootstrap, group, topic).get(p, -1) >= o for p, o in until.items()),
+               timeout, f"{group} committed {topic} up to {until}", worker, every=0.2)
