@@ -13,10 +13,10 @@ def click(customer: str, ref: str, at: datetime, **extra) -> tuple[bytes, bytes]
                                             **extra})
 
 
-def item(customer: str, order: str, sku: str, at: datetime, **fields) -> dict:
-    """An order item; ``fields`` override the defaults (EUR 10.00, Garden, quantity 1)."""
+def item(customer: str, order: str, at: datetime, **fields) -> dict:
+    """An order item; ``fields`` override the defaults (EUR 10.00, Garden, sku S1, quantity 1)."""
     return {"order_id": order, "customer_id": customer, "occurred_at": at.isoformat(), "currency": "EUR",
-            "amount": "10.00", "category": "Garden", "sku": sku, "quantity": 1, **fields}
+            "amount": "10.00", "category": "Garden", "sku": "S1", "quantity": 1, **fields}
 
 
 def encode(event: dict) -> tuple[bytes, bytes]:
