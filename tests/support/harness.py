@@ -27,7 +27,8 @@ ROOT = SUPPORT.parents[1]
 
 
 def write_config(path: Path, *, bootstrap: str, app_id: str, out_dir: Path, data_dir: Path,
-                 **sections) -> Path:
+                 declare_topics: bool = True, **sections) -> Path:
+    """The worker's config; ``declare_topics``: create its input topics on the broker now."""
     config = {
         "app_id": app_id,
         "data_dir": str(data_dir),
@@ -45,7 +46,8 @@ def write_config(path: Path, *, bootstrap: str, app_id: str, out_dir: Path, data
     for key, value in sections.items():
         config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
     path.write_text(yaml.safe_dump(config))
-    create_input_topics(path)
+    if declare_topics:
+        create_input_topics(path)
     return path
 
 
