@@ -7,6 +7,11 @@ from streams.tools.devbroker import BROKER_ENV, DevBroker, broker_kind
 _ids = itertools.count()
 
 
+def pytest_addoption(parser):
+    parser.addoption("--broker-tests-only", action="store_true",
+                     help="only the tests that use the session's broker: a second pass on another broker")
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "broker(capability, reason): runs only on a broker with this capability "
                                        "(an attribute of streams.tools.devbroker.Kind), skipped elsewhere")
@@ -19,6 +24,10 @@ def pytest_report_header(config):
 
 def pytest_collection_modifyitems(config, items):
     kind = broker_kind()
+    if config.getoption("--broker-tests-only"):
+        others = [item for item in items if not {"broker", "proxied"} & set(item.fixturenames)]
+        config.hook.pytest_deselected(items=others)
+        items[:] = [item for item in items if item not in others]
     for item in items:
         for mark in item.iter_markers("broker"):
             if not getattr(kind, mark.args[0]):
