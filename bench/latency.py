@@ -1,6 +1,6 @@
 """Cut-to-visible latency: from a batch reaching its row threshold to its file under its final name.
 
-    python -m bench.latency [--batches 20] [--rows 10000]
+    python -m bench.latency [--batches 20] [--rows 9999]
 
 All order items are produced before the worker starts (not timed); the worker then consumes the
 backlog as fast as it can, so every upload competes with consumption for the worker's event loop
@@ -75,7 +75,7 @@ def percentile(values: list[float], q: float) -> float:
     return s[max(0, math.ceil(q / 100 * len(s)) - 1)]
 
 
-def run(bootstrap: str, tmp: Path, batches: int = 20, rows: int = 10_000, timeout: float = 600) -> dict:
+def run(bootstrap: str, tmp: Path, batches: int = 20, rows: int = 9_999, timeout: float = 600) -> dict:
     app_id = f"bench-latency-{int(time.time())}"
     create_topics(bootstrap, [f"{app_id}.clicks", f"{app_id}.order-items"], PARTITIONS)
     # Enough for `batches` size cuts however unevenly customers hash to partitions.
@@ -127,7 +127,7 @@ def print_report(r: dict) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batches", type=int, default=20)
-    ap.add_argument("--rows", type=int, default=10_000)
+    ap.add_argument("--rows", type=int, default=9_999)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-latency-") as d, DevBroker(Path(d) / "broker.log") as broker:
         print_report(run(broker.bootstrap, Path(d), args.batches, args.rows))

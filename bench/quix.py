@@ -43,7 +43,7 @@ from quixstreams.sinks import BatchingSink, SinkBatch
 from schemas.validation import InvalidEvent, check_event_age, event_time, validate_click, validate_order_item
 from streams.core.csvfile import conversion_row, render
 
-MAX_ROWS = 10_000
+MAX_ROWS = 9_999
 CAMPAIGN_ID, ACTION_TRACKER_ID, MAX_AGE_DAYS = 1000, 4321, 88  # as tests/support/harness.py configures
 
 

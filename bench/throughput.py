@@ -92,7 +92,7 @@ def start_workers(broker: DevBroker, tmp: Path, prefix: str, group: str, workers
         cfg = write_config(tmp / f"{group}-{w}.yaml", bootstrap=broker.bootstrap, app_id=group,
                            out_dir=tmp / group, data_dir=tmp / f"{group}-state-{w}",
                            topics={"clicks": f"{prefix}.clicks", "order_items": f"{prefix}.order-items"},
-                           batch={"max_rows": 10_000, "max_age_s": 2}, attribution={"grace_s": 2},
+                           batch={"max_rows": 9_999, "max_age_s": 2}, attribution={"grace_s": 2},
                            web={"enabled": True, "host": "127.0.0.1", "port": port})
         worker = WorkerProcess(cfg, tmp / f"{group}-{w}.log", env={"IMREF_TEST_TANSU_COMPAT": ""}).start()
         worker.status_url = f"http://127.0.0.1:{port}/status.json"

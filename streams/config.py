@@ -19,7 +19,13 @@ from schemas import CSV_HEADER, load
 
 ORDER_ITEM_FIELDS = frozenset(load("order-item.schema.json")["properties"])
 
-IMPACT_MAX_ROWS = 10_000  # impact's advice for one file
+# impact: "keep the maximum entries per file under 10000" (FTP online-sale implementation guide).
+IMPACT_MAX_ROWS = 9_999
+# impact's reason codes for batch modifications (its Batch Modifications & Reversals reference; RESET
+# belongs to reset files, APPROVED needs a custom disposition code: list those in custom_reasons).
+IMPACT_REASON_CODES = frozenset({
+    "CONS_FRAUD", "CONS_ERROR", "ITEM_RETURNED", "ORDER_ERROR", "ORDER_UPDATE", "PUB_ACT_DISPUTE",
+    "ADV_ACT_DISPUTE", "NOT_COMPLIANCE_TERMS", "ITEM_OUT_OF_STOCK", "TEST_ACTION", "PARTNER_NOT_ACTIVE"})
 
 
 class _Section(BaseModel):
@@ -57,6 +63,8 @@ class TopicSettings(_Section):
     order_items: str = Field("imref.order-items", description="Order-item events, keyed by customer id.")
     unattributed: str = Field("imref.unattributed", description="Items without a click after the grace period.")
     dead_letter: str = Field("imref.dead-letter", description="Invalid events, with reason and origin headers.")
+    audit: str = Field("imref.audit", description="Order records not written because their order is in a file "
+                       "already (`duplicate`, `order_already_reported`), with reason, origin and the file.")
     order_changes: str = Field("imref.order-changes", description="Cancellations and returns, keyed by customer id "
                                "(co-partitioned with order items).")
     unmatched_changes: str = Field("imref.unmatched-changes",
@@ -101,7 +109,9 @@ class ExtraColumn(_Section):
 class ImpactSettings(_Section):
     campaign_id: int = Field(gt=0, description="CampaignId from the Tech Plan.")
     action_tracker_id: int = Field(gt=0, description="ActionTrackerId (event type) from the Tech Plan.")
-    max_event_age_days: int = Field(88, ge=1, le=88, description="impact does not process older EventDates.")
+    max_event_age_days: int = Field(88, ge=1, le=88, description="impact does not process older EventDates. With a "
+                                    "connection impact pulls from (it picks files up within 24 hours), items are "
+                                    "refused one day earlier.")
     extra_columns: list[ExtraColumn] = Field(
         default_factory=list,
         description="`{column, field}` pairs: impact columns written after the 11 base ones, in this order.")
@@ -134,11 +144,17 @@ class AttributionSettings(_Section):
 
 
 class BatchSettings(_Section):
-    max_rows: int = Field(IMPACT_MAX_ROWS, ge=1, le=IMPACT_MAX_ROWS, description="Rows per file at most.")
-    max_age_s: float = Field(60.0, gt=0, description="Flush a batch this long after its first row.")
+    max_rows: int = Field(IMPACT_MAX_ROWS, ge=1, le=IMPACT_MAX_ROWS, description="Rows per file at most "
+                          "(impact: under 10 000).")
+    max_age_s: float = Field(60.0, gt=0, description="Flush a batch this long after its first row (orders that may "
+                             "still grow stay for the next one).")
     order_settle_s: float = Field(
-        2.0, gt=0, description="A batch of `max_rows` rows is cut once its partition brought no record for this "
-        "long: checkout produces an order's items together, so its last order is complete.")
+        2.0, gt=0, description="An order without `items_in_order` may still grow until none of its items came for "
+        "this long: a time cut leaves it for the next batch, and a batch of `max_rows` rows is cut once its "
+        "partition brought no record for this long.")
+    order_wait_s: float = Field(
+        300.0, gt=0, description="How long a batch holds an order whose items carry `items_in_order` until all of "
+        "them are in; after that it goes as it is, and its later items are refused (`order_already_reported`).")
     file_title: str = Field("conversions", description="Leading part of every file name.")
 
     @field_validator("file_title")
@@ -148,8 +164,10 @@ class BatchSettings(_Section):
 
 
 def impact_safe_title(title: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", title):
-        raise ValueError("use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+    # impact's batch file name requirements: no period but the extension's.
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", title):
+        raise ValueError("use 1-64 letters, digits, '_' or '-', starting with a letter or digit (impact refuses "
+                         "periods in file names)")
     if title.lower().startswith(("receipt_", "result_")):
         raise ValueError("impact reserves names starting with receipt_ and result_")
     return title
@@ -167,10 +185,26 @@ class ModificationSettings(_Section):
         "90 covers every locking period up to 1 month and 27 days after the end of the month (at most 89 days "
         "after the event); set it to your template term's period if that is longer (open-ended locking: 730).")
 
+    custom_reasons: list[str] = Field(
+        default_factory=list, description="Reason codes besides impact's own (the custom disposition codes set up "
+        "in the impact account, e.g. APPROVED); a change with any other reason goes to the dead-letter topic.")
+
     @field_validator("file_title")
     @classmethod
     def _impact_safe_title(cls, title: str) -> str:
         return impact_safe_title(title)
+
+    @field_validator("custom_reasons")
+    @classmethod
+    def _reason_codes(cls, reasons: list[str]) -> list[str]:
+        for reason in reasons:
+            if not re.fullmatch(r"[A-Z0-9_]{1,64}", reason):
+                raise ValueError(f"{reason!r} is not a reason code: 1-64 of A-Z, 0-9 and '_'")
+        return reasons
+
+    @property
+    def reasons(self) -> frozenset[str]:
+        return IMPACT_REASON_CODES | frozenset(self.custom_reasons)
 
 
 class WebSettings(_Section):
@@ -244,6 +278,13 @@ class Settings(_Section):
     def pushes(self, data_type: str) -> list:
         """The connections that carry files of ``data_type`` into impact."""
         return [c for c in self.connections if c.direction == "into_impact" and c.data_type == data_type]
+
+    @property
+    def max_event_age_days(self) -> float:
+        """The oldest EventDate a conversion may be written with: impact's limit, a day less when
+        impact pulls the file (it picks it up within 24 hours) so it is still inside it then."""
+        pulled = any(c.methodology == "pull_from_3rd_party" for c in self.pushes("conversions"))
+        return self.impact.max_event_age_days - (1 if pulled else 0)
 
 
 class ConfigError(Exception):

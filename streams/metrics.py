@@ -40,6 +40,8 @@ class Metrics:
                                     registry=r)
         self.dead_letter = Counter("imref_dead_letter", "Events sent to the dead-letter topic.", ["reason"],
                                    registry=r)
+        self.refused = Counter("imref_refused", "Order records not written because their order is in a file "
+                               "already, sent to the audit topic.", ["reason"], registry=r)
         self.redelivered = Counter("imref_redelivered", "Records read again (after a restart, a rebalance or a seek) while "
                                    "already held or delivered, and dropped.",
                                    registry=r)
@@ -52,6 +54,14 @@ class Metrics:
                             registry=r)
         self.upload_failures = Counter("imref_upload_failures", "Failed upload attempts; each one is retried.",
                                        ["connection"], registry=r)
+        self.record_seconds = Histogram(
+            "imref_confirmation_record_seconds", "From a connection confirming a file to that confirmation being "
+            "recorded: the only window in which a crash makes the file go to that connection again.",
+            ["connection"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5), registry=r)
+        self.not_resent = Counter(
+            "imref_files_not_sent_again", "Batches read again whose file the connection had confirmed before: not "
+            "sent again. content=differs: the re-formed file differed from the delivered one, which stands.",
+            ["connection", "content"], registry=r)
         self.flush_seconds = Histogram(
             "imref_flush_seconds", "From a batch being cut to its upload being confirmed.", ["connection"],
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300), registry=r)
@@ -59,12 +69,14 @@ class Metrics:
                                   registry=r)
         self.lag = Gauge("imref_consumer_lag", "Records not yet consumed: highwater minus position.",
                          ["topic", "partition"], registry=r)
-        self.counts: dict[str, dict[str, int]] = {"dead_letter": {}, "unattributed": {}}
+        self.counts: dict[str, dict[str, int]] = {"dead_letter": {}, "unattributed": {}, "refused": {}}
         self.recent: OrderedDict[tuple[str, str], FileState] = OrderedDict()
         self.health: dict[str, ConnectionHealth] = {}
         for name in connections:  # exported as 0 from the start, so rates and alerts work at once
             for metric in (self.files, self.rows, self.upload_failures):
                 metric.labels(name)
+            for content in ("same", "differs"):
+                self.not_resent.labels(name, content)
             self.health[name] = ConnectionHealth()
 
     # -- called by the pipeline -----------------------------------------------------------
@@ -78,7 +90,7 @@ class Metrics:
         elif what in ("offset_gap", "resume_beyond_committed"):
             self.offset_jumps.labels(label, what).inc(n)
         elif what in self.counts:
-            (self.dead_letter if what == "dead_letter" else self.unattributed).labels(label).inc(n)
+            getattr(self, what).labels(label).inc(n)
             self.counts[what][label] = self.counts[what].get(label, 0) + n
         else:
             raise ValueError(f"unknown metric {what!r}")
@@ -108,13 +120,18 @@ class Metrics:
         f.attempts += 1
         f.error = error
 
-    def upload_confirmed(self, connection: str, name: str, rows: int, cut_at: float) -> None:
+    def upload_confirmed(self, connection: str, name: str, rows: int, cut_at: float, recorded_s: float = 0.0) -> None:
         self.files.labels(connection).inc()
         self.rows.labels(connection).inc(rows)
         self.flush_seconds.labels(connection).observe(monotonic() - cut_at)
+        self.record_seconds.labels(connection).observe(recorded_s)
         h = self.health.setdefault(connection, ConnectionHealth())
         h.failing_since, h.last_error, h.last_success = None, "", time()
         self._file(connection, name, rows, "delivered")
+
+    def not_sent_again(self, connection: str, name: str, rows: int, same: bool) -> None:
+        self.not_resent.labels(connection, "same" if same else "differs").inc()
+        self._file(connection, name, rows, "delivered before" if same else "delivered before, differs now")
 
     def failing_connections(self, longer_than_s: float) -> dict[str, str]:
         now = monotonic()

@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 from schemas import CSV_HEADER
 
-from .csvfile import Row, neutralise
+from .csvfile import Row
 
 MODIFICATION_HEADER = ("OrderId", "ActionTrackerId", "Amount", "CurrencyCode", "Reason")
 ORDER_NOT_REPORTED = "order_not_reported"
@@ -30,15 +30,22 @@ _TRACKER, _CURRENCY, _AMOUNT, _SKU, _QUANTITY = (
 _CENT = Decimal("0.01")
 
 
-def reported_order(rows: list[Row], file: str, first_offset: int, reported_at: str) -> dict:
-    """The ``reported-orders`` value for the rows of one order in one delivered file."""
-    items: dict[str, list] = {}
+def reported_order(rows: list[Row], file: str, first_offset: int, reported_at: str, known: dict | None = None) -> dict:
+    """The ``reported-orders`` value for the rows of one order in one delivered file; ``known``:
+    the order's earlier part, when it is an order larger than a file (the only order in two)."""
+    items: dict[str, list] = dict(known["items"]) if known else {}
     for row in rows:
         quantity, amount = items.get(row[_SKU], (0, "0"))
         items[row[_SKU]] = [quantity + int(row[_QUANTITY]), str(Decimal(amount) + Decimal(row[_AMOUNT]))]
+    if known:
+        return {**known, "items": items, "files": [*reported_files(known), file]}
     return {"action_tracker_id": int(rows[0][_TRACKER]), "currency": rows[0][_CURRENCY], "items": items,
-            "file": file, "first_offset": first_offset, "reported_at": reported_at, "applied": {},
+            "files": [file], "first_offset": first_offset, "reported_at": reported_at, "applied": {},
             "changes": {}}
+
+
+def reported_files(order: dict) -> list[str]:
+    return order.get("files") or [order["file"]]  # "file": written before orders were kept whole
 
 
 def duplicate_of(order: dict, change: dict, offset: int) -> int | None:
@@ -55,7 +62,7 @@ def remaining_items(items: dict, change: dict) -> dict:
         return {sku: [0, "0"] for sku in items}
     left = {sku: [quantity, Decimal(amount)] for sku, (quantity, amount) in items.items()}
     for returned in change["items"]:
-        held = left.get(neutralise(returned["sku"]))
+        held = left.get(returned["sku"])
         if held is None:
             continue
         held[0] = max(held[0] - returned["quantity"], 0)
@@ -73,7 +80,7 @@ def order_amount(items: dict) -> str:
 def modification_row(order_id: str, order: dict, amount: str, reason: str) -> Row:
     # A reversal carries no currency: impact lists none for reversals, and 0 needs none.
     currency = "" if amount == "0" else order["currency"]
-    return (neutralise(order_id), str(order["action_tracker_id"]), amount, currency, neutralise(reason))
+    return (order_id, str(order["action_tracker_id"]), amount, currency, reason)
 
 
 

@@ -1,5 +1,10 @@
-"""impact's batch files: the seed's 11 conversion columns (plus configured extras), RFC 4180,
-formula-safe cells; ``render`` also writes the action-modification file (streams.flow.changes)."""
+"""impact's batch files: the seed's 11 conversion columns (plus configured extras), RFC 4180;
+``render`` also writes the action-modification file (streams.flow.changes).
+
+Every cell is written exactly as the event carried it: the file is read by impact's parser, not a
+spreadsheet, and a changed ClickId, OrderId, Sku or Category costs a partner's commission or a
+later modification. Safety comes from the contracts instead (``schemas/``): a ClickId holds only
+URL-safe characters and no value holds a control character."""
 from __future__ import annotations
 
 import csv
@@ -9,19 +14,13 @@ from datetime import datetime
 from schemas import CSV_HEADER
 
 Row = tuple[str, ...]
-_FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def neutralise(cell: str) -> str:
-    # A leading apostrophe makes spreadsheet tools show the text instead of evaluating it.
-    return "'" + cell if cell.startswith(_FORMULA_LEADS) else cell
 
 
 def cell(value) -> str:
-    """An optional event field as a cell: absent is empty, text is neutralised."""
+    """An optional event field as a cell: absent is empty."""
     if value is None:
         return ""
-    return neutralise(value) if isinstance(value, str) else str(value)
+    return value if isinstance(value, str) else str(value)
 
 
 def event_date(text: str, occurred: datetime) -> str:
@@ -39,13 +38,13 @@ def conversion_row(campaign_id: int, action_tracker_id: int, item: dict, occurre
         str(campaign_id),
         str(action_tracker_id),
         event_date(item["occurred_at"], occurred),
-        neutralise(item["order_id"]),
-        neutralise(click_id),
-        neutralise(item["customer_id"]),
+        item["order_id"],
+        click_id,
+        item["customer_id"],
         item["currency"],
         item["amount"],
-        neutralise(item["category"]),
-        neutralise(item["sku"]),
+        item["category"],
+        item["sku"],
         str(item["quantity"]),
     )
     return row + tuple(cell(item.get(f)) for f in extra_fields) if extra_fields else row

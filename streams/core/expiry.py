@@ -7,6 +7,9 @@ Two rules, both on event or report time kept in the value, against the wall cloc
   from its customer's history, and a history left empty is deleted.
 - ``reported-orders``: once ``modifications.keep_days`` have passed since an order was reported
   or last changed, impact has locked its action and accepts no modification of it.
+- ``orders``: the record that an order is in a file stops a re-sent order for
+  ``modifications.keep_days`` after its batch was cut (``at``): impact's action is locked by
+  then, and what is refused beyond it is what impact itself would keep apart by time.
 
 The worker's sweep (``streams.runtime.sweep``) applies them to the partitions it owns.
 """
@@ -40,11 +43,17 @@ def order_rule(keep_s: float) -> Rule:
     return fresh
 
 
+def taken_rule(keep_s: float) -> Rule:
+    def fresh(record: dict, now: float):
+        return record if record["at"] >= now - keep_s else None
+    return fresh
+
+
 def rules(settings) -> dict[str, Rule]:
     """The rule of each table, from the settings: the worker's and the state benchmark's one source."""
-    a = settings.attribution
+    a, keep_s = settings.attribution, settings.modifications.keep_days * DAY
     return {"clicks": click_rule(a.window_days * DAY, a.grace_s, a.keep_late_days * DAY),
-            "reported-orders": order_rule(settings.modifications.keep_days * DAY)}
+            "reported-orders": order_rule(keep_s), "orders": taken_rule(keep_s)}
 
 
 def split(chunk: list[tuple[Any, Any]], rule: Rule, now: float) -> tuple[list, dict]:

@@ -18,7 +18,9 @@ from prometheus_client import Counter
 from schemas.validation import InvalidEvent, validate_order_change
 
 from ..core.batching import Batch, Entry
-from ..core.changes import apply_change, reported_order
+
+UNKNOWN_REASON_CODE = "unknown_reason_code"
+from ..core.changes import apply_change, reported_files, reported_order
 from ..core.csvfile import Row
 from .flow import Flow, Outputs, confirmed
 
@@ -26,11 +28,13 @@ log = logging.getLogger(__name__)
 
 
 class Changes:
-    def __init__(self, *, flow: Flow, reported, dead_letter, unmatched, outputs: Outputs, conversion_title: str):
+    def __init__(self, *, flow: Flow, reported, dead_letter, unmatched, outputs: Outputs, conversion_title: str,
+                 reasons: frozenset[str]):
         """``reported``: the reported-orders table (``get``, ``put``, ``reading``); ``dead_letter``,
         ``unmatched``: topics (``send_soon``); ``conversion_title``: the conversion files' title,
-        for the file name kept with a reported order."""
-        self.flow, self.reported, self.outputs = flow, reported, outputs
+        for the file name kept with a reported order; ``reasons``: the reason codes impact takes
+        (``ModificationSettings.reasons``)."""
+        self.flow, self.reported, self.outputs, self.reasons = flow, reported, outputs, reasons
         self.dead_letter, self.unmatched = dead_letter, unmatched
         self.conversion_title = conversion_title
         self.changes_in = self.unmatched_count = None
@@ -46,8 +50,8 @@ class Changes:
         records are acked, so an acked order is always in the table."""
         orders: dict[str, list[Row]] = defaultdict(list)
         for entry in batch.entries:
-            if entry.row is not None:
-                orders[entry.order_id].append(entry.row)
+            if entry.rows:
+                orders[entry.order_id].extend(entry.rows)
         if not orders:
             return
         name = batch.file_name(self.conversion_title)
@@ -56,11 +60,12 @@ class Changes:
         with self.reported.reading(batch.partition):
             for order_id, rows in orders.items():
                 known = self.reported.get(order_id)
-                # A batch acked again after a restart must not wipe the changes applied since;
-                # a later file with the same OrderId is impact's newest action and replaces it.
-                if known is not None and known["first_offset"] >= batch.first:
+                # A batch acked again after a restart must not wipe the changes applied since. An
+                # order is in one file (streams.core.orders), but for an order larger than a file,
+                # whose next part adds to it.
+                if known is not None and (name in reported_files(known) or known["first_offset"] >= batch.first):
                     continue
-                fresh[order_id] = reported_order(rows, name, batch.first, now)
+                fresh[order_id] = reported_order(rows, name, batch.first, now, known)
         for fut in self.reported.put(batch.partition, fresh):
             await confirmed(fut)
 
@@ -85,6 +90,9 @@ class Changes:
             self.changes_in.inc()
         try:
             change = validate_order_change(record.value, record.key)
+            if change["reason"] not in self.reasons:
+                raise InvalidEvent(UNKNOWN_REASON_CODE, "reason is not one of impact's reason codes nor in "
+                                                        "modifications.custom_reasons")
         except InvalidEvent as exc:
             entry.confirm = self.outputs.send(self.dead_letter, record, exc.reason, exc.detail)
             self.outputs.count("dead_letter", exc.reason)
@@ -102,7 +110,7 @@ class Changes:
             # Confirmed before the row's record is acked: the next change of the order starts from
             # it, and a re-read of this record finds its row in ``applied``.
             entry.confirm, = self.reported.put(record.partition, {order_id: outcome.order})
-        entry.row = outcome.row
+        entry.rows = (outcome.row,) if outcome.row is not None else None
 
     async def tick(self) -> None:
         self.outputs.publish()

@@ -1,12 +1,16 @@
 """Conversions: order items joined to the customer's click, a fetch at a time.
 
 The commit gate hands over one fetch of a partition (``on_clicks``, ``on_items``); the work per
-record is synchronous (no ``await`` per record, counts published per fetch). An item with no
-click yet waits up to ``attribution.grace_s`` for one, then goes to the unattributed topic.
+record is synchronous (no ``await`` per record, counts published per fetch). A record of the
+order-items topic (an item event, or an order event with all its lines) is taken into the open
+batch, or refused because its order is in a batch already (``streams.core.orders``: to the audit
+topic, with the file). A taken record with no click yet waits up to ``attribution.grace_s`` for
+one, then goes to the unattributed topic.
 """
 from __future__ import annotations
 
-from collections import deque
+import time
+from collections import defaultdict, deque
 from datetime import datetime, timezone
 from time import monotonic
 
@@ -16,22 +20,27 @@ from ..config import Settings
 from ..core.attribution import attribute, remember
 from ..core.batching import Batch, Entry, resolve
 from ..core.csvfile import conversion_row
-from ..core.join import parse_item, unattributed_reason
+from ..core.join import parse_record, unattributed_reason
+from ..core.orders import PartitionOrders, Refusal, line_identities
 from ..delivery.ledger import Ledger
 from .flow import Flow, Outputs, confirmed
 
-
 class Conversions:
-    def __init__(self, settings: Settings, *, flow: Flow, ledger: Ledger, clicks, dead_letter, unattributed,
-                 outputs: Outputs):
-        """``clicks``: the click-history table (``get``, ``put``); ``dead_letter``, ``unattributed``:
-        topics (``send_soon``)."""
-        self.flow, self.ledger, self.clicks = flow, ledger, clicks
-        self.dead_letter, self.unattributed, self.outputs = dead_letter, unattributed, outputs
+    def __init__(self, settings: Settings, *, flow: Flow, ledger: Ledger, clicks, orders, dead_letter, unattributed,
+                 audit, outputs: Outputs):
+        """``clicks``: the click-history table, ``orders``: the taken orders' records (``get``,
+        ``put``, ``delete``); ``dead_letter``, ``unattributed``, ``audit``: topics (``send_soon``)."""
+        self.flow, self.ledger, self.clicks, self.orders = flow, ledger, clicks, orders
+        self.dead_letter, self.unattributed, self.audit, self.outputs = dead_letter, unattributed, audit, outputs
         a, impact = settings.attribution, settings.impact
         self.window_s, self.grace_s, self.keep = a.window_days * 86400, a.grace_s, a.clicks_per_customer
         self._row_fields = (impact.campaign_id, impact.action_tracker_id)
-        self._extra_fields, self._max_age_days = impact.extra_fields, impact.max_event_age_days
+        self._extra_fields, self._max_age_days = impact.extra_fields, settings.max_event_age_days
+        self._max_lines, self._title = settings.batch.max_rows, settings.batch.file_title
+        wait_s = settings.batch.order_wait_s
+        flow.new_orders = lambda partition: PartitionOrders(orders, wait_s)
+        flow.sealed_hooks.append(self._sealed)
+        flow.resolved_hooks.append(self._resolved)
         self._waiting: dict[tuple[int, str], list] = {}  # (partition, customer) -> items waiting for a click
         self._deadlines: deque = deque()  # (monotonic deadline, partition, customer, waiting item)
         self._items_in = self._joined = 0  # the per-item counts, kept apart: the cheapest increment
@@ -90,37 +99,85 @@ class Conversions:
             return batcher.add(entry, clock)
         self._items_in += 1
         try:
-            item, occurred = parse_item(record.value, record.key, self._max_age_days, now)
+            items, whole, occurred = parse_record(record.value, record.key, self._max_age_days, now, self._max_lines)
         except InvalidEvent as exc:
             entry.confirm = self.outputs.send(self.dead_letter, record, exc.reason, exc.detail)
             self.outputs.count("dead_letter", exc.reason)
-        else:
-            entry.order_id = item["order_id"]
-            waiting = (entry, item, occurred, record)
-            click_id = item.get("im_ref")
-            if click_id:
-                entry.row = self._row(item, occurred, click_id)
-            elif not self._try_attribute(waiting, self.clicks.get(item["customer_id"])):
-                entry.pending = True
-                self._waiting.setdefault((tp.partition, item["customer_id"]), []).append(waiting)
-                self._deadlines.append((clock + self.grace_s, tp.partition, item["customer_id"], waiting))
+            return batcher.add(entry, clock)
+        first = items[0]
+        order_id, lines = first["order_id"], line_identities(items)
+        refusal = batcher.orders.take(order_id, lines, record.offset, clock, first.get("items_in_order"), whole)
+        if refusal is not None:
+            self._refuse(entry, record, refusal, order_id)
+            return batcher.add(entry, clock)
+        entry.order_id, entry.lines = order_id, lines
+        waiting = (entry, items, occurred, record)
+        click_id = first.get("im_ref")
+        if click_id:
+            entry.rows = self._rows(items, occurred, click_id)
+        elif not self._try_attribute(waiting, self.clicks.get(first["customer_id"])):
+            entry.pending, entry.expect = True, len(items)
+            self._waiting.setdefault((tp.partition, first["customer_id"]), []).append(waiting)
+            self._deadlines.append((clock + self.grace_s, tp.partition, first["customer_id"], waiting))
         return batcher.add(entry, clock)
 
-    def _row(self, item: dict, occurred: datetime, click_id: str):
-        self._joined += 1
-        return conversion_row(*self._row_fields, item, occurred, click_id, self._extra_fields)
+    def _refuse(self, entry: Entry, record, refusal: Refusal, order_id: str) -> None:
+        """To the audit topic, naming the file the order is in: at once when it is named, else
+        once the open batch holding the order is sealed (``Flow.submit`` calls ``later``)."""
+        self.outputs.count("refused", refusal.reason)
+        if refusal.files is not None:
+            entry.confirm = self.outputs.send(self.audit, record, refusal.reason, refusal.detail, refusal.files)
+            return
+
+        def later():
+            held = self.orders.get(order_id)
+            files = tuple(held["files"]) if held else ()
+            detail = refusal.detail.replace("in the open batch", f"in {', '.join(files)}" if files else
+                                            "in a batch whose lines were all unattributed")
+            return self.outputs.send(self.audit, record, refusal.reason, detail, files)
+
+        entry.later = later
+
+    def _rows(self, items: list[dict], occurred: datetime, click_id: str) -> tuple:
+        self._joined += len(items)
+        fields, extra = self._row_fields, self._extra_fields
+        return tuple(conversion_row(*fields, item, occurred, click_id, extra) for item in items)
 
     def _try_attribute(self, waiting, history) -> bool:
-        entry, item, occurred, _ = waiting
+        entry, items, occurred, _ = waiting
         click_id = attribute(history, occurred.timestamp(), self.window_s, self.grace_s)
         if click_id is None:
             return False
-        row = self._row(item, occurred, click_id)
+        rows = self._rows(items, occurred, click_id)
         if entry.pending:
-            self.flow.resolved(resolve(entry, row))
+            self.flow.resolved(resolve(entry, rows))
         else:
-            entry.row = row
+            entry.rows = rows
         return True
+
+    # -- the orders' records ---------------------------------------------------------------
+    def _sealed(self, batch: Batch) -> list:
+        """The batch is cut: its orders' records are written before its file is uploaded."""
+        taken: dict[str, dict[str, int]] = defaultdict(dict)
+        for e in batch.entries:
+            if e.lines is not None:
+                taken[e.order_id].update(dict.fromkeys(e.lines, e.offset))
+        if not taken:
+            return []
+        records = batch.orders.seal(taken, batch.file_name(self._title), batch.split, time.time())
+        return self.orders.put(batch.partition, records) if records else []
+
+    async def _resolved(self, batch: Batch) -> None:
+        """Lines unattributed after all leave their orders' records before the file is uploaded."""
+        dropped: dict[str, set[str]] = defaultdict(set)
+        for e in batch.entries:
+            if e.lines is not None and not e.rows:
+                dropped[e.order_id].update(e.lines)
+        if not dropped:
+            return
+        put, delete = batch.orders.without(dropped)
+        for sent in (self.orders.put(batch.partition, put) if put else []) + self.orders.delete(batch.partition, delete):
+            await confirmed(sent)
 
     def expire_waiting(self, now: float) -> None:
         """Items whose grace ran out go to the unattributed topic, never into a file."""

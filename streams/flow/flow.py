@@ -3,7 +3,14 @@ delivery lanes, ack in the commit gate's ledger.
 
 Conversions and order changes are two sources on this flow (``streams.flow.conversions``,
 ``streams.flow.changes``), each with a ``Flow`` of its own: a source admits a record here, fills
-its entry (a row, a pending item, or no row) and hands back the batches the batcher sealed.
+its entry (rows, a pending item, or no row) and hands back the batches the batcher sealed.
+
+A file reaches each connection once. The recorded cut of a batch (the ``batch-cuts`` table, written
+before any upload) also records, per connection, the digest of the file that connection confirmed,
+written right after the confirmation and before the ack. A batch read again (a restart or a
+rebalance before the commit) is not sent again where its file was confirmed; a re-formed file that
+differs from the confirmed one never replaces it: the delivered file stands, and the difference is
+logged and counted.
 """
 from __future__ import annotations
 
@@ -37,9 +44,10 @@ class Outputs:
         self._counts: dict[tuple[str, str | None], int] = {}
 
     @staticmethod
-    def send(topic, record, reason: str, detail: str):
+    def send(topic, record, reason: str, detail: str, files: tuple[str, ...] = ()):
         """The record as it was read, with where it came from and why, to ``topic``."""
-        return topic.send_soon(key=record.key, value=record.value, headers=origin_headers(record, reason, detail))
+        return topic.send_soon(key=record.key, value=record.value,
+                               headers=origin_headers(record, reason, detail, files))
 
     def count(self, what: str, label: str | None = None, n: int = 1) -> None:
         key = (what, label)
@@ -61,6 +69,12 @@ class Flow:
         self.title, self.header = title, header
         self.ledger, self.cuts, self.connections, self.metrics = ledger, cuts, connections, metrics
         self.retry = retry or RetryPolicy()
+        # A source's per-partition state, created with each partition's batcher (its ``orders``).
+        self.new_orders: Callable[[int], Any] | None = None
+        # Called as a batch is submitted; the sends they return are confirmed before any upload.
+        self.sealed_hooks: list[Callable[[Batch], list]] = []
+        # Awaited once every entry of a batch is resolved, before its file is made.
+        self.resolved_hooks: list[Callable[[Batch], Awaitable[None]]] = []
         # Awaited with each delivered batch before its records are acked (Changes.record_reported).
         self.delivered_hooks: list[Callable[[Batch], Awaitable[None]]] = []
         self._batchers: dict[int, PartitionBatcher] = {}
@@ -76,8 +90,10 @@ class Flow:
         partition = tp.partition
         batcher = self._batchers.get(partition)
         if batcher is None or batcher.source is not source:
-            recorded = [tuple(c) for c in self.cuts.get(str(partition)) or () if c[1] >= offset]
-            batcher = self._batchers[partition] = PartitionBatcher(partition, self.batch.max_rows, recorded, source)
+            recorded = [(c[0], c[1]) for c in self.cuts.get(str(partition)) or () if c[1] >= offset]
+            orders = self.new_orders(partition) if self.new_orders is not None else None
+            batcher = self._batchers[partition] = PartitionBatcher(partition, self.batch.max_rows, recorded, source,
+                                                                   orders)
             if recorded:
                 log.info("partition %d: replaying %d recorded cut(s) from offset %d", partition, len(recorded), offset)
         return batcher
@@ -95,12 +111,18 @@ class Flow:
             if batch.delivered:
                 await self.ack(batch)
                 continue
-            cut_recorded = self._record_cut(batch)
+            name = batch.file_name(self.title)
+            recorded, confirmed_before = self._record_cut(batch)
+            written = [recorded] + [sent for hook in self.sealed_hooks for sent in hook(batch)]
+            for entry in batch.entries:
+                if entry.later is not None:  # a refusal that names the file: sent now that it is named
+                    entry.confirm, entry.later = entry.later(), None
             batch.resolved_event = asyncio.Event()
             if batch.resolved:
                 batch.resolved_event.set()
-            job = Job(batch.file_name(self.title), prepare=partial(self.make_file, batch, cut_recorded),
-                      on_delivered=partial(self.ack, batch), cut=batch.cut, cut_at=batch.cut_at or monotonic())
+            job = Job(name, prepare=partial(self.make_file, batch, written),
+                      on_delivered=partial(self.ack, batch), on_confirmed=partial(self.record_confirmation, batch),
+                      confirmed=confirmed_before, cut=batch.cut, cut_at=batch.cut_at or monotonic())
             lane = self._lane(batch.partition, batch.source.tp)
             lane.submit(job)
             if lane.full and not self._stopping:
@@ -117,7 +139,7 @@ class Flow:
                 # Not fetched while its lanes are full (the rest of an order may be waiting in the
                 # log): its quiet counts from the last tick of the pause.
                 batcher.quiet_since = now
-            batch = (batcher.seal_if_older(now, self.batch.max_age_s)
+            batch = (batcher.seal_if_older(now, self.batch.max_age_s, self.batch.order_settle_s)
                      or batcher.seal_if_full(now, self.batch.order_settle_s))
             if batch is not None:
                 await self.submit([batch])
@@ -126,7 +148,7 @@ class Flow:
         """Graceful stop: seal what is open, deliver what can be delivered within the bound."""
         self._stopping = True  # fetching stays paused
         for batcher in list(self._batchers.values()):
-            batch = batcher.seal_open()
+            batch = batcher.seal_open(monotonic())
             if batch is not None:
                 await self.submit([batch])
         try:
@@ -160,21 +182,46 @@ class Flow:
         if not lane.full and not self._stopping and self._lanes.get(tp.partition) is lane:
             self.ledger.resume(tp)
 
-    def _record_cut(self, batch: Batch) -> Any:
-        """Written, and confirmed in ``_prepare``, before any upload: a restart replays the cut."""
-        committed, cut = batch.source.committed, [batch.first, batch.last]
-        key = str(batch.partition)
-        # A replayed cut is recorded already: appended again, the list would grow with every
-        # re-read of the partition (a rebalance before the next commit).
-        cuts = [c for c in self.cuts.get(key) or () if c[1] >= committed and list(c) != cut]
-        cuts.append(cut)
+    def _record_cut(self, batch: Batch) -> tuple[Any, dict[str, str]]:
+        """Written, and confirmed in ``make_file``, before any upload: a restart replays the cut.
+        Also returns the connections that confirmed this batch's file before (name -> digest)."""
+        committed, key = batch.source.committed, str(batch.partition)
+        # A cut is [first, last, {connection: digest of the file it confirmed}]; a replayed cut is
+        # recorded already (appended again, the list would grow with every re-read of the
+        # partition: a rebalance before the next commit) and keeps what it confirmed.
+        before: dict[str, str] = {}
+        cuts = []
+        for c in self.cuts.get(key) or ():
+            if (c[0], c[1]) == (batch.first, batch.last):
+                before = dict(c[2]) if len(c) > 2 else {}
+            elif c[1] >= committed:
+                cuts.append(list(c))
+        cuts.append([batch.first, batch.last, before])
         sent, = self.cuts.put(batch.partition, {key: cuts})
-        return sent
+        return sent, before
 
-    async def make_file(self, batch: Batch, cut_recorded) -> tuple[bytes | None, int]:
-        """The file, once its cut is recorded, every entry resolved and every side output sent."""
-        await confirmed(cut_recorded)
+    async def record_confirmation(self, batch: Batch, connection: str, file_digest: str) -> None:
+        """``connection`` confirmed the batch's file: recorded with the cut before the ack, so the
+        file is never sent to it again."""
+        key = str(batch.partition)
+        cuts = [list(c) for c in self.cuts.get(key) or ()]
+        for c in cuts:
+            if (c[0], c[1]) == (batch.first, batch.last):
+                c[2:] = [{**(c[2] if len(c) > 2 else {}), connection: file_digest}]
+                break
+        else:  # pruned by a later cut's record: committed already, never read again
+            return
+        sent, = self.cuts.put(batch.partition, {key: cuts})
+        await confirmed(sent)
+
+    async def make_file(self, batch: Batch, written: list) -> tuple[bytes | None, int]:
+        """The file, once its cut and the sealed hooks' records are written, every entry resolved
+        (and the resolved hooks run) and every side output sent."""
+        for sent in written:
+            await confirmed(sent)
         await batch.resolved_event.wait()
+        for hook in self.resolved_hooks:
+            await hook(batch)
         for entry in batch.entries:
             if entry.confirm is not None:
                 await confirmed(entry.confirm)
@@ -184,7 +231,7 @@ class Flow:
     async def ack(self, batch: Batch) -> None:
         """Every connection confirmed the batch's file (or it was delivered before a restart): its
         records are delivered, committable once everything before them is."""
-        rows = sum(e.row is not None for e in batch.entries)
+        rows = sum(len(e.rows) for e in batch.entries if e.rows)
         for hook in self.delivered_hooks:
             await hook(batch)
         source: PartitionLedger = batch.source

@@ -111,11 +111,15 @@ def create_app(settings: Settings) -> ImrefApp:
     # Latest clicks per customer, co-partitioned with both input topics.
     clicks = TableWriter(app.Table("clicks", partitions=t.partitions, key_type=str))
     sweep.install(app, settings, clicks)
+    # Taken orders (order id -> its file and lines), in the partition of the order's customer.
+    orders = TableWriter(app.Table("orders", partitions=t.partitions, key_type=str))
+    sweep.install(app, settings, orders)
     flow = Flow(settings.batch, title=settings.batch.file_title, header=settings.impact.csv_header, ledger=ledger,
                 cuts=_cuts_table(app, "batch-cuts", t.partitions), connections=connections, metrics=metrics)
     conversions = app.conversions = Conversions(
-        settings, flow=flow, ledger=ledger, clicks=clicks, dead_letter=dead_letter,
-        unattributed=app.topic(t.unattributed, partitions=t.partitions, **RAW), outputs=Outputs(metrics))
+        settings, flow=flow, ledger=ledger, clicks=clicks, orders=orders, dead_letter=dead_letter,
+        unattributed=app.topic(t.unattributed, partitions=t.partitions, **RAW),
+        audit=app.topic(t.audit, partitions=t.partitions, **RAW), outputs=Outputs(metrics))
     app.flows = [flow]
     _gate(app, ledger, t.clicks, conversions.on_clicks)
     _gate(app, ledger, t.order_items, conversions.on_items, conversions.forget)
@@ -128,8 +132,8 @@ def create_app(settings: Settings) -> ImrefApp:
         web.install(app, metrics)
     collector.install(app, settings)
     reports.install(app, settings)
-    outputs = [t.dead_letter, t.unattributed] + [w.table.changelog_topic.get_topic_name()
-                                                for w in (clicks, flow.cuts)]
+    outputs = [t.dead_letter, t.unattributed, t.audit] + [w.table.changelog_topic.get_topic_name()
+                                                         for w in (clicks, orders, flow.cuts)]
     if app.changes is not None:
         outputs += [t.unmatched_changes] + [w.table.changelog_topic.get_topic_name()
                                             for w in (app.changes.reported, app.changes.flow.cuts)]
@@ -187,7 +191,8 @@ def _install_changes(app: ImrefApp, settings: Settings, connections, ledger: Led
                 cuts=_cuts_table(app, "modification-cuts", t.partitions), connections=connections, metrics=metrics)
     changes = Changes(flow=flow, reported=reported, dead_letter=dead_letter,
                       unmatched=app.topic(t.unmatched_changes, partitions=t.partitions, **RAW),
-                      outputs=Outputs(metrics), conversion_title=settings.batch.file_title)
+                      outputs=Outputs(metrics), conversion_title=settings.batch.file_title,
+                      reasons=settings.modifications.reasons)
     conversions.flow.delivered_hooks.append(changes.record_reported)
     app.flows.append(flow)
     _gate(app, ledger, t.order_changes, changes.on_changes, changes.forget)

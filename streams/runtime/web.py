@@ -51,6 +51,7 @@ def status(app, metrics: Metrics) -> dict:
         "files": [asdict(f) for f in reversed(metrics.recent.values())],
         "dead_letter": metrics.counts["dead_letter"],
         "unattributed": metrics.counts["unattributed"],
+        "refused": metrics.counts["refused"],
         "connections": [{"name": name, "ok": h.failing_since is None, "last_error": h.last_error,
                          "last_success": h.last_success} for name, h in sorted(metrics.health.items())],
         "batches_held": held,

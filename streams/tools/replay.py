@@ -5,10 +5,12 @@ record at or after ``--from`` up to (not including) the first record at or after
 (``offsets_for_times`` semantics), widened to the whole of any recorded cut it touches (below).
 Clicks are read from ``attribution.window_days`` before the range to ``attribution.grace_s``
 after it, only for the customers of the range. The worker's own core (``streams.core``)
-decides everything: item validation (``parse_item``), click history (``remember``), the
-choice of click (``click_for``), the row (``conversion_row``), the cuts (``PartitionBatcher``,
-at ``batch.max_rows``, orders kept together) and the file names. Nothing is published to the
-dead-letter or unattributed topics and no consumer offset is committed: a replay only reads.
+decides everything: record validation (``parse_record``), click history (``remember``), the
+choice of click (``click_for``), the rows (``conversion_row``), one order in one file
+(``PartitionOrders``, starting from the orders the worker recorded in its ``orders`` changelog),
+the cuts (``PartitionBatcher``, at ``batch.max_rows``, orders kept together) and the file names.
+Nothing is published to the dead-letter, unattributed or audit topics and no consumer offset is
+committed: a replay only reads.
 
 A replay must not report a conversion twice. What the worker delivered is read from Kafka, never
 changed: its consumer group's committed offsets (every order item below one went out in a file)
@@ -44,13 +46,15 @@ from ..config import KafkaSettings, Settings
 from ..core.attribution import History, remember
 from ..core.batching import Batch, Entry, PartitionBatcher
 from ..core.csvfile import conversion_row, render
-from ..core.join import click_for, parse_item, unattributed_reason
+from ..core.join import click_for, parse_record, unattributed_reason
+from ..core.orders import PartitionOrders, line_identities
 from ..delivery.lanes import RetryPolicy
 from ..kafka import client_options
 
 PUT_ATTEMPTS = 5
-# Faust's changelog topic of the worker's "batch-cuts" table (streams.app).
+# Faust's changelog topics of the worker's "batch-cuts" and "orders" tables (streams.runtime.app).
 CUTS_CHANGELOG = "{app_id}-batch-cuts-changelog"
+ORDERS_CHANGELOG = "{app_id}-orders-changelog"
 TWIN = "the worker's file: same name, replaces it"
 DUPLICATE = "duplicates rows the worker delivered"
 NEW = "not delivered by the worker yet"
@@ -70,6 +74,7 @@ class Delivered:
 
     committed: int = 0  # every offset below it went out in a file
     cuts: list[tuple[int, int]] = field(default_factory=list)  # files' offset ranges: sorted, disjoint
+    orders: dict[str, dict] = field(default_factory=dict)  # the orders the worker took (core.orders records)
 
     def widen(self, first: int, last: int) -> tuple[int, int]:
         """A recorded cut the range touches is replayed whole, or its file would lose rows."""
@@ -104,7 +109,7 @@ def merge_cuts(lists) -> list[tuple[int, int]]:
     as in the worker's own table."""
     cuts: list[tuple[int, int]] = []
     for recorded in lists:
-        for first, last in recorded:
+        for first, last, *_ in recorded:
             # cuts stays sorted and disjoint: the ones overlapping [first, last] are contiguous.
             lo = bisect_left(cuts, first, key=itemgetter(1))
             hi = bisect_right(cuts, last, key=itemgetter(0))
@@ -121,6 +126,7 @@ class Summary:
     unknown: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
     unattributed: Counter = field(default_factory=Counter)
     invalid: Counter = field(default_factory=Counter)
+    refused: Counter = field(default_factory=Counter)  # its order is in a file already
     clicks: int = 0
 
     def report(self) -> str:
@@ -132,6 +138,7 @@ class Summary:
             f"files:            {len(self.files)}",
             f"unattributed:     {sum(self.unattributed.values())}{detail(self.unattributed)}",
             f"invalid:          {sum(self.invalid.values())}{detail(self.invalid)}",
+            f"refused:          {sum(self.refused.values())}{detail(self.refused)}",
             f"clicks used:      {self.clicks}",
             *(f"  {name}  {rows} rows  ({note})" for name, rows, note in self.files),
         ])
@@ -208,38 +215,54 @@ def run_replay(settings: Settings, start: datetime, end: datetime, output: str |
 
 def _process(settings: Settings, records, clicks: dict[str, list[tuple[float, str]]], summary: Summary, bar,
              worker: dict[int, Delivered], deliver: Callable[[Batch], None]) -> None:
-    a = settings.attribution
+    a, impact, title = settings.attribution, settings.impact, settings.batch.file_title
     window_s, grace_s = a.window_days * 86400, a.grace_s
     now = datetime.now(timezone.utc)  # impact ignores EventDates that are too old *now*
     batchers: dict[int, PartitionBatcher] = {}
+
+    def sealed(batch: Batch) -> None:
+        taken: dict[str, dict[str, int]] = {}
+        for e in batch.entries:
+            if e.rows:
+                taken.setdefault(e.order_id, {}).update(dict.fromkeys(e.lines, e.offset))
+        batch.orders.store.update(batch.orders.seal(taken, batch.file_name(title), batch.split, 0.0))
+        deliver(batch)
+
     for r in records:
         summary.items += 1
         bar.update()
         batcher = batchers.get(r.partition)
         if batcher is None:
+            orders = PartitionOrders(dict(worker[r.partition].orders), settings.batch.order_wait_s)
             batcher = batchers[r.partition] = PartitionBatcher(r.partition, settings.batch.max_rows,
-                                                               worker[r.partition].cuts)
+                                                               worker[r.partition].cuts, orders=orders)
         entry = Entry(r.offset, r.timestamp)
         try:
-            item, occurred = parse_item(r.value, r.key, settings.impact.max_event_age_days, now)
+            items, whole, occurred = parse_record(r.value, r.key, settings.max_event_age_days, now,
+                                                  settings.batch.max_rows)
         except InvalidEvent as exc:
             summary.invalid[exc.reason] += 1
         else:
-            entry.order_id = item["order_id"]
-            history = history_until(clicks.get(item["customer_id"], []), occurred.timestamp() + grace_s,
+            first = items[0]
+            lines = line_identities(items)
+            refusal = batcher.orders.take(first["order_id"], lines, r.offset, 0.0, first.get("items_in_order"), whole)
+            history = history_until(clicks.get(first["customer_id"], []), occurred.timestamp() + grace_s,
                                     a.clicks_per_customer, window_s)
-            click_id = click_for(item, occurred, history, window_s, grace_s)
-            if click_id:
-                entry.row = conversion_row(settings.impact.campaign_id, settings.impact.action_tracker_id,
-                                           item, occurred, click_id, settings.impact.extra_fields)
+            click_id = click_for(first, occurred, history, window_s, grace_s)
+            if refusal is not None:
+                summary.refused[refusal.reason] += 1
+            elif click_id:
+                entry.order_id, entry.lines = first["order_id"], lines
+                entry.rows = tuple(conversion_row(impact.campaign_id, impact.action_tracker_id, item, occurred,
+                                                  click_id, impact.extra_fields) for item in items)
             else:
                 summary.unattributed[unattributed_reason(history)] += 1
         for batch in batcher.add(entry, 0.0):
-            deliver(batch)
+            sealed(batch)
     for batcher in batchers.values():
-        batch = batcher.seal_open()
+        batch = batcher.seal_open(float("inf"))  # the range is read whole: no order grows any more
         if batch is not None:
-            deliver(batch)
+            sealed(batch)
 
 
 def history_until(clicks: list[tuple[float, str]], until: float, keep: int, window_s: float) -> History:
@@ -321,20 +344,33 @@ def _delivered(settings: Settings, consumer: KafkaConsumer, tps: list[TopicParti
         committed = admin.list_group_offsets({settings.app_id: tps})[settings.app_id]
     finally:
         admin.close()
-    topic = CUTS_CHANGELOG.format(app_id=settings.app_id)
-    logged = consumer.partitions_for_topic(topic)  # none before the worker's first cut
-    # The worker writes partition p's cut list, under key str(p), to changelog partition p.
-    changelog = [TopicPartition(topic, tp.partition) for tp in tps if tp.partition in logged]
     lists: dict[int, list] = {tp.partition: [] for tp in tps}
-    if changelog:
-        for r in _read(consumer, consumer.beginning_offsets(changelog), lambda tp, record: True):
-            if r.value is not None:
-                lists[r.partition].append(orjson.loads(r.value))
+    orders: dict[int, dict] = {tp.partition: {} for tp in tps}
+    # The worker writes partition p's cut list, under key str(p), to changelog partition p; an
+    # order's record to the partition of its customer (a tombstone when the sweep deleted it).
+    for r in _changelog(consumer, CUTS_CHANGELOG.format(app_id=settings.app_id), tps):
+        if r.value is not None:
+            lists[r.partition].append(orjson.loads(r.value))
+    for r in _changelog(consumer, ORDERS_CHANGELOG.format(app_id=settings.app_id), tps):
+        order_id = r.key.decode()
+        if r.value is None:
+            orders[r.partition].pop(order_id, None)
+        else:
+            orders[r.partition][order_id] = orjson.loads(r.value)
     # A cut whose first records left the log cannot be replayed whole: it counts as not recorded.
     log_start = consumer.beginning_offsets(tps)
     return {tp.partition: Delivered(max(committed[tp].offset, 0),
-                                    [c for c in merge_cuts(lists[tp.partition]) if c[0] >= log_start[tp]])
+                                    [c for c in merge_cuts(lists[tp.partition]) if c[0] >= log_start[tp]],
+                                    orders[tp.partition])
             for tp in tps}
+
+
+def _changelog(consumer: KafkaConsumer, topic: str, tps: list[TopicPartition]) -> Iterator:
+    """The records of a worker's table changelog for the partitions of ``tps`` (none before the
+    worker's first write)."""
+    logged = consumer.partitions_for_topic(topic) or set()
+    changelog = [TopicPartition(topic, tp.partition) for tp in tps if tp.partition in logged]
+    return _read(consumer, consumer.beginning_offsets(changelog), lambda tp, record: True) if changelog else iter(())
 
 
 def _partitions(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:

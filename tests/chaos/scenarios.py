@@ -302,7 +302,7 @@ def regain_mid_upload(broker, tmp: Path, cycles: int) -> Result:
 def graceful_stop(broker, tmp: Path, runs: int, bound_s: float = 10) -> Result:
     """Open batches (max_age 60 s) must be flushed and committed by SIGTERM within the bound."""
     port = free_port()
-    app_id, out, cfg = _setup(broker, tmp, "sigterm", batch={"max_rows": 10_000, "max_age_s": 60},
+    app_id, out, cfg = _setup(broker, tmp, "sigterm", batch={"max_rows": 9_999, "max_age_s": 60},
                               stop_timeout_s=bound_s, web={"enabled": True, "host": "127.0.0.1", "port": port})
     traffic = Traffic(broker.bootstrap, app_id)
     slowest, unflushed, uncommitted = 0.0, 0, 0

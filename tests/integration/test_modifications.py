@@ -64,7 +64,8 @@ def scenario(broker, tmp_path_factory):
         topics={"order_changes": topics["order-changes"], "unmatched_changes": topics["unmatched-changes"]},
         impact={"extra_columns": EXTRAS}, attribution={"grace_s": 2},
         batch={"max_rows": 50, "max_age_s": 1.0, "file_title": "acme-conv"},
-        modifications={"file_title": "acme-mods"},
+        # DAMAGED: a custom disposition code set up in the account; any other reason is refused
+        modifications={"file_title": "acme-mods", "custom_reasons": ["DAMAGED"]},
         web={"enabled": True, "host": "127.0.0.1", "port": port},
         connections=[{"name": "conversions outbox", "method": "fsspec", "url": str(conv)},
                      {"name": "returns outbox", "method": "fsspec", "url": str(mods),
@@ -90,35 +91,36 @@ def scenario(broker, tmp_path_factory):
     wait_until(lambda: acked_items(port, topics["order-items"]) >= len(items), 30, "conversion batches acked", worker)
 
     changes = [
-        change("C1", "O1", "partial_return", "RETURNED", [("A", 1, "10.00")], change_id="RET-O1-A"),
-        change("C1", "O1", "partial_return", "RETURNED", [("B", 1, "10.00"), ("NOT-SOLD", 1, "3.00")]),
-        change("C2", "O2", "cancellation", "ORDER_CANCELLED"),
-        change("C3", "O3", "full_return", "RETURNED"),
+        change("C1", "O1", "partial_return", "ITEM_RETURNED", [("A", 1, "10.00")], change_id="RET-O1-A"),
+        change("C1", "O1", "partial_return", "ITEM_RETURNED", [("B", 1, "10.00"), ("NOT-SOLD", 1, "3.00")]),
+        change("C2", "O2", "cancellation", "ORDER_UPDATE"),
+        change("C3", "O3", "full_return", "ITEM_RETURNED"),
         # every unit of F is back: nothing of F remains, even if less was refunded
-        change("C4", "O4", "partial_return", "RETURNED", [("F", 2, "35.00")]),
-        change("C1", "O9", "cancellation", "ORDER_CANCELLED"),  # never reported
-        change("C4", "O4", "partial_return", "RETURNED", [("NOT-SOLD", 1, "1.00")]),  # changes nothing
+        change("C4", "O4", "partial_return", "ITEM_RETURNED", [("F", 2, "35.00")]),
+        change("C1", "O9", "cancellation", "ORDER_UPDATE"),  # never reported
+        change("C4", "O4", "partial_return", "ITEM_RETURNED", [("NOT-SOLD", 1, "1.00")]),  # changes nothing
         (b"C2", orjson.dumps({"change_id": "R-bad", "order_id": "O2", "customer_id": "C2", "occurred_at": NOW.isoformat(),
-                              "kind": "partial_return", "reason": "RETURNED"})),  # items missing
+                              "kind": "partial_return", "reason": "ITEM_RETURNED"})),  # items missing
         (b"C3", orjson.dumps({"change_id": "R-bad", "order_id": "O3", "customer_id": "C4", "occurred_at": NOW.isoformat(),
                               "kind": "cancellation", "reason": "X"})),  # key is not the customer
         # the producer retried the first send: the return of A must not come off twice
-        change("C1", "O1", "partial_return", "RETURNED", [("A", 1, "10.00")], change_id="RET-O1-A"),
+        change("C1", "O1", "partial_return", "ITEM_RETURNED", [("A", 1, "10.00")], change_id="RET-O1-A"),
+        change("C2", "O2", "cancellation", "ORDER_CANCELLED"),  # not a reason code impact takes
     ]
     metas = produce(broker.bootstrap, topics["order-changes"], changes)
     origin = [(m.topic, m.partition, m.offset) for m in metas]
     expected = [
-        ["O1", "4321", "25.50", "EUR", "RETURNED"],
-        ["O1", "4321", "15.50", "EUR", "RETURNED"],
-        ["O2", "4321", "0", "", "ORDER_CANCELLED"],
-        ["O3", "4321", "0", "", "RETURNED"],
-        ["O4", "4321", "7.25", "EUR", "RETURNED"],
+        ["O1", "4321", "25.50", "EUR", "ITEM_RETURNED"],
+        ["O1", "4321", "15.50", "EUR", "ITEM_RETURNED"],
+        ["O2", "4321", "0", "", "ORDER_UPDATE"],
+        ["O3", "4321", "0", "", "ITEM_RETURNED"],
+        ["O4", "4321", "7.25", "EUR", "ITEM_RETURNED"],
     ]
     mod_files = wait_for_rows(mods, len(expected), timeout=60, worker=worker)
     # Every change committed: no row, file, unmatched change or dead letter is still to come.
     wait_committed(broker.bootstrap, app_id, topics["order-changes"], ends(metas), worker)
     unmatched = read_topic(broker.bootstrap, topics["unmatched-changes"], expect=3, settle_s=0)
-    dead = read_topic(broker.bootstrap, topics["dead-letter"], expect=2, settle_s=0)
+    dead = read_topic(broker.bootstrap, topics["dead-letter"], expect=3, settle_s=0)
     mod_files = read_csv_files(mods)
     counted = metrics(port)
 
@@ -169,7 +171,7 @@ def test_unreported_no_op_and_duplicate_changes_go_to_the_unmatched_topic_and_ar
     assert counted[("imref_unmatched_changes_total", (("reason", "order_not_reported"),))] == 1
     assert counted[("imref_unmatched_changes_total", (("reason", "nothing_to_change"),))] == 1
     assert counted[("imref_unmatched_changes_total", (("reason", "duplicate_change"),))] == 1
-    assert counted[("imref_order_changes_in_total", ())] == 10
+    assert counted[("imref_order_changes_in_total", ())] == 11
 
 
 def test_invalid_changes_go_to_the_dead_letter_topic_with_reason_and_origin(scenario):
@@ -179,7 +181,8 @@ def test_invalid_changes_go_to_the_dead_letter_topic_with_reason_and_origin(scen
         got[(h["imref.source.topic"].decode(), int(h["imref.source.partition"]), int(h["imref.source.offset"])),
             h["imref.reason"].decode()] += 1
     origin = scenario["origin"]
-    assert got == Counter({(origin[7], "schema_violation"): 1, (origin[8], "key_mismatch"): 1})
+    assert got == Counter({(origin[7], "schema_violation"): 1, (origin[8], "key_mismatch"): 1,
+                           (origin[10], "unknown_reason_code"): 1})
 
 
 def test_a_restarted_worker_continues_from_the_recorded_order_state(scenario):
@@ -196,7 +199,7 @@ def test_extra_columns_follow_the_base_columns_in_config_order(scenario):
         rows += file_rows[1:]
     by_sku = {r[9]: r[11:] for r in rows}
     assert by_sku == {
-        "A": ["'=SAVE10", "NEW", "Tools"], "B": ["'=SAVE10", "NEW", ""], "C": ["'=SAVE10", "NEW", "Seeds"],
+        "A": ["=SAVE10", "NEW", "Tools"], "B": ["=SAVE10", "NEW", ""], "C": ["=SAVE10", "NEW", "Seeds"],
         "D": ["", "", ""], "E": ["", "", ""], "F": ["", "", ""], "G": ["", "", ""],
     }
     assert {tuple(r[:11]) for r in rows} == {

@@ -101,7 +101,7 @@ def test_expired_clicks_and_orders_leave_store_and_changelog(broker, tmp_path, a
         produce(broker.bootstrap, topics["order-items"], [item("C-OLD", "O2", now - timedelta(days=39))])
         produce(broker.bootstrap, topics["order-changes"], [(b"C-NEW", orjson.dumps({
             "change_id": "R-1", "order_id": "O1", "customer_id": "C-NEW", "occurred_at": now.isoformat(),
-            "kind": "cancellation", "reason": "ORDER_CANCELLED"}))])
+            "kind": "cancellation", "reason": "ORDER_UPDATE"}))])
         assert reasons(broker.bootstrap, f"{app_id}.unattributed") == [b"no_click"]
         assert reasons(broker.bootstrap, topics["unmatched-changes"]) == [b"order_not_reported"]
         assert worker.stop() == 0

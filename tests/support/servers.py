@@ -54,12 +54,15 @@ class Certs:
 class FtpServer:
     """pyftpdlib; ``tls`` requires TLS on control and data; ``drop_uploads`` aborts that many
     uploads after ``drop_after`` bytes (a connection reset in the middle of an upload; raise it
-    at any time for more); ``down()`` closes the port and every session until ``up()``."""
+    at any time for more); ``down()`` closes the port and every session until ``up()``.
+    ``received`` lists the name of every upload the server completed, in order: for a push to
+    impact each one is a submission."""
 
     def __init__(self, root: Path, certs: Certs | None = None, drop_uploads: int = 0, drop_after: int = 2048):
         root.mkdir(parents=True, exist_ok=True)
         self.root, self.port = root, free_port()
         self.commands: list[str] = []
+        self.received: list[str] = []
         auth = DummyAuthorizer()
         auth.add_user(USER, PASSWORD, str(root), perm="elradfmwMT")
         self.drop_uploads = drop_uploads
@@ -72,12 +75,15 @@ class FtpServer:
                     owner.drop_uploads -= 1
                     self.close()
 
-        commands = self.commands
+        commands, received = self.commands, self.received
 
         class Handler(TLS_FTPHandler if certs else FTPHandler):
             def pre_process_command(self, line, cmd, arg):
                 commands.append(cmd)
                 return super().pre_process_command(line, cmd, arg)
+
+            def on_file_received(self, file):
+                received.append(Path(file).name)
 
         Handler.authorizer, Handler.dtp_handler = auth, Dropping
         if certs:

@@ -9,8 +9,8 @@ def feed(batcher, items, now=0.0):
     """items: (offset, order_id or None, kind) with kind 'row' | 'pending' | 'none'"""
     sealed = []
     for offset, order, kind in items:
-        e = Entry(offset, 1_700_000_000_000, order_id=order, row=row(order) if kind == "row" else None,
-                  pending=kind == "pending")
+        e = Entry(offset, 1_700_000_000_000, order_id=order, rows=(row(order),) if kind == "row" else None,
+                  pending=kind == "pending", expect=1 if kind == "pending" else 0)
         sealed += batcher.add(e, now)
     return sealed
 
@@ -134,3 +134,57 @@ def test_the_full_cut_never_moves_a_replayed_recorded_cut():
     assert b.seal_if_full(now=999.0, settle_s=1) is None
     sealed = feed(b, [(4, "O4", "row"), (5, "O5", "row")], now=1000.0)
     assert [(s.first, s.last, len(s.rows())) for s in sealed] == [(0, 5, 6)]
+
+
+class Growing:
+    """The partition's orders as the batcher asks them: which may still grow."""
+
+    def __init__(self, **until):
+        self.until = until  # order id -> the time up to which it may grow
+
+    def growing(self, order_id, now, quiet_s):
+        return now < self.until.get(order_id, -1)
+
+
+def test_the_age_cut_leaves_an_order_that_may_still_grow_for_the_next_batch():
+    b = PartitionBatcher(0, max_rows=100, orders=Growing(B=20.0))
+    feed(b, [(0, "A", "row"), (1, "A", "row"), (2, "B", "row"), (3, None, "none"), (4, "B", "row")], now=0.0)
+    batch = b.seal_if_older(now=10.0, max_age_s=5, settle_s=2)
+    assert (batch.first, batch.last, batch.cut) == (0, 1, "age")
+    assert [e.offset for e in b.open.entries] == [2, 3, 4] and b.open.first == 2
+
+
+def test_a_batch_that_starts_with_a_growing_order_waits_for_it():
+    b = PartitionBatcher(0, max_rows=100, orders=Growing(A=20.0))
+    feed(b, [(0, "A", "row"), (1, "B", "row")], now=0.0)
+    assert b.seal_if_older(now=10.0, max_age_s=5) is None
+    assert b.seal_if_full(now=10.0, settle_s=0) is None and b.seal_open(now=10.0) is None
+    batch = b.seal_if_older(now=20.0, max_age_s=5)  # the wait is bounded: then it goes as it is
+    assert (batch.first, batch.last) == (0, 1)
+
+
+def test_the_size_cut_also_leaves_a_growing_order_out():
+    b = PartitionBatcher(0, max_rows=3, orders=Growing(B=99.0))
+    sealed = feed(b, [(0, "A", "row"), (1, "B", "row"), (2, "C", "row"), (3, "D", "row")])
+    assert [(s.first, s.last) for s in sealed] == [(0, 0)]
+    assert [e.order_id for e in b.open.entries] == ["B", "C", "D"]
+
+
+def test_an_order_event_counts_its_lines_and_never_overfills_a_file():
+    b = PartitionBatcher(0, max_rows=5)
+    whole = Entry(1, 0, order_id="W", rows=(("W",),) * 4)
+    assert b.add(Entry(0, 0, order_id="A", rows=(("A",), ("A",))), 0.0) == []
+    sealed = b.add(whole, 0.0)  # 2 + 4 > 5: cut before the order event
+    assert [(s.first, s.last, len(s.rows())) for s in sealed] == [(0, 0, 2)] and b.open.potential_rows == 4
+    pending = Entry(2, 0, order_id="P", pending=True, expect=3)
+    sealed = b.add(pending, 0.0)  # 4 + 3 rows to come > 5
+    assert [(s.first, s.last) for s in sealed] == [(1, 1)] and b.open.potential_rows == 3
+    assert resolve(pending, (("P",), ("P",), ("P",))) is b.open and b.open.potential_rows == 3
+
+
+def test_only_an_order_larger_than_a_file_is_split_and_the_cut_says_which():
+    b = PartitionBatcher(0, max_rows=2)
+    sealed = feed(b, [(0, "BIG", "row"), (1, "BIG", "row"), (2, "BIG", "row")])
+    assert [(s.first, s.last, s.split) for s in sealed] == [(0, 1, "BIG")]
+    sealed = feed(b, [(3, "A", "row"), (4, "B", "row")])
+    assert [(s.first, s.last, s.split) for s in sealed] == [(2, 3, None)]

@@ -17,7 +17,7 @@ def error_for(data) -> str:
 
 def test_minimal_config_gets_safe_defaults():
     s = parse_settings(BASE)
-    assert s.batch.max_rows == 10_000 and s.impact.max_event_age_days == 88
+    assert s.batch.max_rows == 9_999 and s.impact.max_event_age_days == 88
 
 
 @pytest.mark.parametrize("patch, key", [
@@ -60,4 +60,4 @@ def test_worker_refuses_to_start_and_names_the_key(tmp_path):
     run = subprocess.run([sys.executable, "-m", "streams.cli", "worker", "--config", str(cfg)],
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 2
-    assert "batch.max_rows" in run.stderr and "10000" in run.stderr
+    assert "batch.max_rows" in run.stderr and "9999" in run.stderr

@@ -2,7 +2,7 @@ import csv
 import io
 from datetime import datetime, timedelta, timezone
 
-from streams.core.csvfile import conversion_row, event_date, neutralise, render
+from streams.core.csvfile import conversion_row, event_date, render
 
 SEED_HEADER = "CampaignId,ActionTrackerId,EventDate,OrderId,ClickId,CustomerId,CurrencyCode,Amount,Category,Sku,Quantity"
 ITEM = {"order_id": "01928374", "customer_id": "BCZ2WVSH674563PDPYOTM3AXDQ", "currency": "USD", "amount": "42.50",
@@ -37,9 +37,12 @@ def test_rfc4180_quoting_round_trips():
     assert b'"Tools, ""heavy"""' in data
 
 
-def test_formula_cells_are_neutralised():
-    for lead in "=+-@\t\r":
-        assert neutralise(lead + "SUM(A1)") == "'" + lead + "SUM(A1)"
-    assert neutralise("A-1") == "A-1"
-    row = conversion_row(1, 2, {**ITEM, "sku": "=cmd|' /C calc'!A0", "category": "@x"}, AT, "-c")
-    assert (row[4], row[8], row[9]) == ("'-c", "'@x", "'=cmd|' /C calc'!A0")
+def test_every_cell_impact_reads_is_written_as_the_event_carried_it():
+    # impact's parser reads the file: a ClickId that begins with '-' is the one impact issued,
+    # an OrderId or Sku that begins with '+' or '=' is the one a later modification names.
+    item = {**ITEM, "order_id": "+0042", "customer_id": "-C7", "sku": "=A-1", "category": "@Garden"}
+    data = render([conversion_row(1, 2, item, AT, "-Qi_x.~9")])
+    parsed = list(csv.reader(io.StringIO(data.decode(), newline="")))
+    assert parsed[1][3:6] == ["+0042", "-Qi_x.~9", "-C7"]
+    assert parsed[1][8:10] == ["@Garden", "=A-1"]
+    assert b"'" not in data

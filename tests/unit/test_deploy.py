@@ -174,7 +174,8 @@ def test_the_topic_list_comes_from_the_real_app(example):
     sources, changelogs = example.topology
     assert sources == ["imref.clicks", "imref.order-changes", "imref.order-items"]  # order changes: the returns connection
     assert changelogs == ["imref-stream-batch-cuts-changelog", "imref-stream-clicks-changelog",
-                          "imref-stream-modification-cuts-changelog", "imref-stream-reported-orders-changelog"]
+                          "imref-stream-modification-cuts-changelog", "imref-stream-orders-changelog",
+                          "imref-stream-reported-orders-changelog"]
 
 
 def _sts(d):

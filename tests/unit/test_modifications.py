@@ -121,17 +121,17 @@ def test_cancellation_and_full_return_reverse_with_amount_zero_and_no_currency(k
     assert modification_row("O1", order, amount, "CANCELLED") == ("O1", "4321", "0", "", "CANCELLED")
 
 
-def test_modification_row_is_formula_safe_and_rounds_to_cents():
+def test_modification_row_names_the_order_verbatim_and_rounds_to_cents():
     order = reported(item("A", 1, "10.0049"), item("B", 1, "0.0001"))
     amount = order_amount(order["items"])
     assert amount == "10.01"
-    row = modification_row("=O1", order, amount, "@RETURNED")
-    assert row == ("'=O1", "4321", "10.01", "EUR", "'@RETURNED")
+    row = modification_row("=O1", order, amount, "ITEM_RETURNED")
+    assert row == ("=O1", "4321", "10.01", "EUR", "ITEM_RETURNED")
     assert render([row], MODIFICATION_HEADER) == (b"OrderId,ActionTrackerId,Amount,CurrencyCode,Reason\r\n"
-                                                  b"'=O1,4321,10.01,EUR,'@RETURNED\r\n")
+                                                  b"=O1,4321,10.01,EUR,ITEM_RETURNED\r\n")
 
 
-def test_formula_sku_matches_its_neutralised_cell():
+def test_a_returned_sku_matches_the_cell_it_was_reported_in():
     order = reported(item("-A", 1, "10.00"), item("B", 1, "5.00"))
     change = {**CHANGE, "items": [{"sku": "-A", "quantity": 1, "amount": "10.00"}]}
     assert order_amount(remaining_items(order["items"], change)) == "5.00"
@@ -148,7 +148,7 @@ def test_extra_columns_follow_the_base_columns_in_config_order():
     assert len(s.impact.csv_header) == 14
     row = conversion_row(1000, 4321, item("A", 1, "1.00", promo_code="+X", order_discount="2.50"), AT, "c",
                          s.impact.extra_fields)
-    assert row[11:] == ("'+X", "2.50", "")
+    assert row[11:] == ("+X", "2.50", "")
     header = render([row], s.impact.csv_header).split(b"\r\n")[0]
     assert header.endswith(b",Quantity,OrderPromoCode,OrderDiscount,CustomerStatus")
 

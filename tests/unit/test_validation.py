@@ -5,7 +5,8 @@ import pycountry
 import pytest
 
 from schemas import load
-from schemas.validation import InvalidEvent, check_event_age, event_time, validate_click, validate_order_item
+from schemas.validation import (InvalidEvent, check_event_age, event_time, validate_click, validate_order_item,
+                                validate_order_record)
 
 GOOD = {"order_id": "O1", "customer_id": "BCZ2WVSH674563", "occurred_at": "2026-11-20T10:00:00+01:00",
         "currency": "USD", "amount": "42.50", "category": "Blacksmithing", "sku": "A-198237465", "quantity": 1}
@@ -47,10 +48,41 @@ def test_valid_item_passes_and_keeps_extra_fields():
     ({"occurred_at": "2026-11-20T10:00:00"}, "schema_violation"),  # no zone
     ({"occurred_at": "20/11/2026"}, "schema_violation"),
     ({"category": ""}, "schema_violation"),
-    ({"im_ref": "has space"}, "schema_violation"),
+    ({"im_ref": "has space"}, "invalid_click_id"),
+    ({"im_ref": "=HYPERLINK(1)"}, "invalid_click_id"),
+    ({"sku": "A\nB"}, "control_character"),
+    ({"category": "tab\there"}, "control_character"),
+    ({"customer_id": "C\x001"}, "control_character"),
 ])
 def test_each_rule_rejects_its_invalid_example(patch, reason):
     assert reason_of(validate_order_item, orjson.dumps({**GOOD, **patch})) == reason
+
+
+@pytest.mark.parametrize("amount, written", [("12.5", "12.5"), ("12.50", "12.50"), ("12.5000", "12.50"),
+                                             ("999999.99", "999999.99"), ("0000999999.99", "0000999999.99")])
+def test_an_amount_is_written_as_sent_unless_impact_needs_fewer_zeros(amount, written):
+    items, whole = validate_order_record(orjson.dumps({**GOOD, "amount": amount}))
+    assert items[0]["amount"] == written and not whole
+
+
+@pytest.mark.parametrize("amount, reason", [("12.345", "amount_precision"), ("12.0001", "amount_precision"),
+                                            ("1000000", "amount_out_of_range"), ("1000000.00", "amount_out_of_range")])
+def test_an_amount_impact_cannot_take_is_refused_never_rounded(amount, reason):
+    assert reason_of(validate_order_record, orjson.dumps({**GOOD, "amount": amount})) == reason
+
+
+def test_an_order_event_is_validated_whole_and_becomes_item_shaped_lines():
+    head = {k: v for k, v in GOOD.items() if k not in ("amount", "category", "sku", "quantity")}
+    lines = [{"sku": "A", "category": "Tools", "amount": "1.50", "quantity": 2, "line_id": "1"},
+             {"sku": "B", "category": "Tools", "amount": "2.0000", "quantity": 1}]
+    items, whole = validate_order_record(orjson.dumps({**head, "promo_code": "P", "items": lines}))
+    assert whole and [(i["sku"], i["amount"], i["promo_code"], i["order_id"]) for i in items] == [
+        ("A", "1.50", "P", GOOD["order_id"]), ("B", "2.00", "P", GOOD["order_id"])]
+    bad = {**head, "items": [{**lines[0], "amount": "1.001"}]}
+    assert reason_of(validate_order_record, orjson.dumps(bad)) == "amount_precision"
+    assert reason_of(validate_order_record, orjson.dumps({**head, "items": []})) == "schema_violation"
+    too_many = orjson.dumps({**head, "items": [lines[1]] * 3})
+    assert reason_of(lambda raw, key: validate_order_record(raw, key, max_lines=2), too_many) == "order_too_large"
 
 
 @pytest.mark.parametrize("field", ["order_id", "customer_id", "occurred_at", "currency", "amount", "category",
