@@ -1,6 +1,6 @@
 PY ?= python3
 
-.PHONY: setup run test unit lock
+.PHONY: setup run test unit docs lock
 
 setup:
 	PY=$(PY) bash scripts/setup.sh
@@ -11,7 +11,7 @@ run: setup
 
 # Unit tests, then integration and chaos tests against real servers and a real broker started by
 # fixtures: everything on noida-db and, side by side, every test that uses the broker on Tansu
-# (IMREF_DEV_BROKER picks the broker; each has a gap the other lacks: README, Tests). The passes
+# (IMREF_DEV_BROKER picks the broker; each has a gap the other lacks: docs/testing.md). The passes
 # spend most of their time waiting on groups, grace periods and servers, not on the CPU.
 TANSU_LOG ?= .test-tansu.log
 test: setup
@@ -24,6 +24,10 @@ test: setup
 
 unit:
 	$(PY) -m pytest -q tests/unit
+
+# The documentation site from docs/ into site/; --strict: a broken link or a missing page fails
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 # The image's pinned, hashed runtime dependencies (deploy/Dockerfile installs exactly these)
 lock:

@@ -7,8 +7,9 @@ retries, timeouts and acknowledgement live in the delivery layer, not in each tr
 from __future__ import annotations
 
 import abc
+import secrets
 from contextlib import contextmanager
-from typing import Iterator, Literal
+from typing import Callable, Iterator, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -50,6 +51,14 @@ class Connection(abc.ABC):
     @abc.abstractmethod
     def put(self, name: str, data: bytes) -> None: ...
 
+    def probe(self) -> str:
+        """Test the connection the way ``put`` would use it, without creating a file impact would
+        process: log in (verifying the certificate or host key), and where impact pulls from the
+        folder, write, rename and remove a probe file there. Returns what was checked; raises
+        TransportError naming the failing step. Only ``imref-stream check`` calls it: a transport
+        does no I/O for it on its own."""
+        raise TransportError(f"probe: {type(self).__name__} cannot be checked without an upload")
+
     def close(self) -> None:
         """Release pooled sessions; the default transport holds none."""
 
@@ -59,6 +68,29 @@ class Connection(abc.ABC):
 
 class TransportError(Exception):
     """A transfer step failed; the message names the step (never a secret)."""
+
+
+def probe_folder(write: Callable[[str], None], rename: Callable[[str, str], None],
+                 remove: Callable[[str], None]) -> str:
+    """Write, rename and remove a probe file in a folder impact pulls from. Its names have the form
+    of the transports' temporary names (``.name.part``), which whoever reads the folder must already
+    skip, so impact never processes it."""
+    first = f".imref-stream-check-{secrets.token_hex(4)}.part"
+    second = first.replace(".part", "-renamed.part")
+    with step("write probe file"):
+        write(first)
+    try:
+        with step("rename probe file"):
+            rename(first, second)
+    except TransportError:
+        try:
+            remove(first)
+        except Exception:
+            pass  # the rename's error is the one to report
+        raise
+    with step(f"remove probe file {second}"):
+        remove(second)
+    return "writable: a probe file was written, renamed and removed"
 
 
 @contextmanager

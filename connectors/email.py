@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import smtplib
 import ssl
+from contextlib import contextmanager
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Literal
+from typing import Iterator, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -57,6 +58,28 @@ class EmailConnection(Connection):
         msg["From"], msg["To"], msg["Subject"] = s.sender, s.to, s.subject.format(file=name)
         msg.set_content(f"impact conversion batch {name} attached.\n")
         msg.add_attachment(data, maintype="text", subtype="csv", filename=name)
+        with self._session() as smtp:
+            with step("send"):
+                refused = smtp.send_message(msg, from_addr=s.sender, to_addrs=[s.to])
+                if refused:
+                    raise smtplib.SMTPRecipientsRefused(refused)
+
+    def probe(self) -> str:
+        s = self.settings
+        with self._session() as smtp:
+            # The envelope without DATA: the server says whether it takes the addresses, and
+            # RSET drops the transaction, so no mail is sent.
+            with step("recipient"):
+                for code, answer in (smtp.mail(s.sender), smtp.rcpt(s.to)):
+                    if code not in (250, 251):
+                        raise smtplib.SMTPResponseException(code, answer)
+                smtp.rset()
+        login = "logged in" if s.username else "connected"
+        return f"{login} to {s.host}:{s.port} over verified TLS; {s.to} accepted from {s.sender}, no mail sent"
+
+    @contextmanager
+    def _session(self) -> Iterator[smtplib.SMTP]:
+        s = self.settings
         context = ssl.create_default_context(cafile=str(s.ca_file) if s.ca_file else None)
         with step("connect"):
             smtp = (smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout_s, context=context) if s.tls == "implicit"
@@ -68,7 +91,4 @@ class EmailConnection(Connection):
             if s.username:
                 with step("login"):
                     smtp.login(s.username, s.password.reveal().get_secret_value())
-            with step("send"):
-                refused = smtp.send_message(msg, from_addr=s.sender, to_addrs=[s.to])
-                if refused:
-                    raise smtplib.SMTPRecipientsRefused(refused)
+            yield smtp

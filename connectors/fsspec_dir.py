@@ -11,7 +11,7 @@ import fsspec
 from pydantic import AfterValidator, Field, field_validator
 
 from . import faults
-from .base import Connection, ConnectionSettings
+from .base import Connection, ConnectionSettings, probe_folder
 
 CHUNK = 1024 * 1024
 # Names under which fsspec backends take credentials (s3fs key/secret, adlfs account_key, ...).
@@ -68,6 +68,14 @@ class FsspecConnection(Connection):
 
     def put(self, name: str, data: bytes) -> None:
         self.put_stream(name, io.BytesIO(data))
+
+    def probe(self) -> str:
+        def path(name: str) -> str:
+            return posixpath.join(self.root, name)
+
+        return f"{self.settings.url} " + probe_folder(
+            write=lambda name: self.fs.pipe_file(path(name), b""),
+            rename=lambda a, b: self.fs.mv(path(a), path(b)), remove=lambda name: self.fs.rm_file(path(name)))
 
     def put_stream(self, name: str, source: BinaryIO) -> None:
         """Copy ``source`` in chunks: a file of any size needs one chunk of memory."""

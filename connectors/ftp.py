@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from .base import Connection, ConnectionSettings, step
+from .base import Connection, ConnectionSettings, probe_folder, step
 from .credentials import SecretRef
 
 
@@ -80,6 +80,17 @@ class FtpConnection(Connection):
             else:
                 with step("upload"):
                     ftp.storbinary(f"STOR {name}", io.BytesIO(data))
+
+    def probe(self) -> str:
+        s = self.settings
+        with self._session() as ftp:
+            done = f"logged in to {s.host}:{s.port}" + (" over verified TLS" if s.method == "ftps" else " (plain FTP)")
+            if s.methodology != "pull_from_3rd_party":
+                # impact processes whatever arrives and forbids listing: nothing to test without a file
+                return done + "; nothing written"
+            return done + f"; {s.directory or 'the login folder'} " + probe_folder(
+                write=lambda name: ftp.storbinary(f"STOR {name}", io.BytesIO(b"")),
+                rename=ftp.rename, remove=ftp.delete)
 
     def _session(self) -> ftplib.FTP:
         s = self.settings

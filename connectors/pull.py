@@ -5,10 +5,8 @@ The session is ``SftpConnection.session()``, so the host key is pinned exactly a
 """
 from __future__ import annotations
 
-import fnmatch
 import io
 import posixpath
-import stat
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
@@ -16,7 +14,7 @@ from typing import BinaryIO, Iterator
 import paramiko
 
 from .base import step
-from .sftp import SftpConnection, SftpSettings
+from .sftp import SftpConnection, SftpSettings, to_fetch
 
 # paramiko's prefetch asks for the whole file at once and keeps every answer that arrives before
 # it is read: a fast server and a slow reader put the whole file in memory. Reading ahead one
@@ -51,7 +49,7 @@ class SftpSource:
         with step("list"):
             entries = self._sftp.listdir_attr(s.directory)
         return sorted(RemoteFile(e.filename, e.st_size or 0, e.st_mtime or 0) for e in entries
-                      if stat.S_ISREG(e.st_mode or 0) and fnmatch.fnmatchcase(e.filename, s.file_pattern))
+                      if to_fetch(e, s.file_pattern))
 
     @contextmanager
     def open(self, file: RemoteFile) -> Iterator[BinaryIO]:

@@ -7,15 +7,17 @@ Pull from impact (list and download with the same session) is in ``connectors.pu
 """
 from __future__ import annotations
 
+import fnmatch
 import io
 import posixpath
+import stat
 from pathlib import Path
 from typing import Literal
 
 import paramiko
 from pydantic import Field, model_validator
 
-from .base import Connection, ConnectionSettings, step
+from .base import Connection, ConnectionSettings, probe_folder, step
 from .credentials import SecretRef
 from .fsspec_dir import FsspecSettings, StorageOptions, storage_options_field
 
@@ -73,6 +75,11 @@ class SftpSettings(ConnectionSettings):
         return self
 
 
+def to_fetch(entry: paramiko.SFTPAttributes, pattern: str) -> bool:
+    """A listed entry that pull from impact fetches: a regular file whose name matches."""
+    return stat.S_ISREG(entry.st_mode or 0) and fnmatch.fnmatchcase(entry.filename, pattern)
+
+
 def load_private_key(text: str) -> paramiko.PKey:
     for key_type in _KEY_TYPES:
         try:
@@ -97,6 +104,26 @@ class SftpConnection(Connection):
                     raise OSError("size on the server differs from the file sent")
             with step("rename"):
                 sftp.posix_rename(temp, final)  # replaces an earlier copy atomically
+
+    def probe(self) -> str:
+        s = self.settings
+        done = f"logged in to {s.host}:{s.port}, host key matches {s.known_hosts}"
+        with self.session() as sftp:
+            if s.methodology == "pull_from_impact":
+                with step("list"):
+                    files = [e for e in sftp.listdir_attr(s.directory) if to_fetch(e, s.file_pattern)]
+                return done + f"; {len(files)} file(s) in {s.directory} match {s.file_pattern}"
+            if s.methodology != "pull_from_3rd_party":
+                with step("open directory"):
+                    sftp.stat(s.directory)
+                return done + f"; {s.directory} exists, nothing written"
+
+            def path(name: str) -> str:
+                return posixpath.join(s.directory, name)
+
+            return done + f"; {s.directory} " + probe_folder(
+                write=lambda name: sftp.open(path(name), "wb").close(),
+                rename=lambda a, b: sftp.posix_rename(path(a), path(b)), remove=lambda name: sftp.remove(path(name)))
 
     def session(self) -> paramiko.SFTPClient:
         """An SFTP session whose SSH client closes with it."""

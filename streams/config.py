@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -216,7 +216,13 @@ class WebSettings(_Section):
 
 
 class CollectorSettings(_Section):
-    enabled: bool = Field(False, description="Serve the click collector (`POST /collect`, `/imref.js`) on the web server.")
+    """The click collector, its own process (`imref-stream collector`): beacons in, clicks out."""
+    host: str = Field("0.0.0.0", description="The collector's bind address.")
+    port: int = Field(6067, ge=0, le=65535, description="The collector's HTTP port (beacons, snippet, probes, metrics).")
+    base_path: str = Field(
+        "/imref", pattern=r"^(/[A-Za-z0-9._~-]+)*$",
+        description="Path under which the public routes are served (`{base_path}/collect`, `{base_path}/imref.js`): "
+        "the path the shop's ingress routes to the collector, unchanged. `\"\"`: at the root.")
     allowed_origins: list[str] = Field(
         default_factory=list,
         description="Origins (`https://shop.example`) whose pages may send click beacons; another Origin gets 403.")
@@ -226,11 +232,29 @@ class CollectorSettings(_Section):
         "more are refused (429 with Retry-After).")
     client_burst: int = Field(20, ge=1, description="Beacons one client may send at once before "
                               "`client_rate_per_s` applies.")
-    global_rate_per_s: float = Field(500.0, gt=0, description="Beacons a second this worker takes from all "
-                                     "clients together; more are refused (429 with Retry-After).")
+    global_rate_per_s: float = Field(500.0, gt=0, description="Beacons a second one collector process takes from "
+                                     "all clients together; more are refused (429 with Retry-After).")
     global_burst: int = Field(1000, ge=1, description="Beacons all clients together may send at once.")
-    proxy_hops: int = Field(0, ge=0, le=8, description="Trusted reverse proxies in front of the worker, each "
+    proxy_hops: int = Field(0, ge=0, le=8, description="Trusted reverse proxies in front of the collector, each "
                             "appending to X-Forwarded-For; 0: the header is ignored, the peer address is the client.")
+    cookie_name: str = Field("im_ref", pattern=r"^[A-Za-z0-9_-]{1,64}$",
+                             description="The click id cookie the collector sets on an accepted beacon (and "
+                             "`<name>_sent`, the snippet's sent-marker); the snippet's `cookieName`.")
+    cookie_domains: list[str] = Field(
+        default_factory=list,
+        description="Domains the cookies may cover (`Domain=`), e.g. `shop.example` to share them with every "
+        "subdomain: the one the request's host is under is used; none: a cookie for the request's host only. "
+        "The snippet's `cookieDomain` must be the same.")
+    require_consent: bool = Field(False, description="Refuse (403) beacons that do not say `\"consent\": true`; "
+                                  "a beacon saying `false` is refused either way.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_out_of_the_worker(cls, data):
+        if isinstance(data, dict) and "enabled" in data:
+            raise ValueError("`enabled` is gone: the collector is its own process now (`imref-stream collector "
+                             "--config FILE`); the worker no longer serves /collect. Remove the key.")
+        return data
 
     @field_validator("allowed_origins")
     @classmethod
@@ -241,6 +265,22 @@ class CollectorSettings(_Section):
             if not re.fullmatch(r"https?://[a-z0-9.-]+(:[0-9]{1,5})?", origin):
                 raise ValueError(f"{origin!r} is not an origin like https://shop.example")
         return normalised
+
+    @field_validator("cookie_domains")
+    @classmethod
+    def _domains(cls, domains: list[str]) -> list[str]:
+        normalised = [d.strip().lstrip(".").lower() for d in domains]
+        for domain in normalised:
+            # A cookie's Domain is a host name with at least two labels; browsers refuse a public suffix.
+            if not re.fullmatch(r"([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]*[a-z0-9])?", domain):
+                raise ValueError(f"{domain!r} is not a domain like shop.example")
+        return normalised
+
+
+class LoggingSettings(_Section):
+    format: Literal["text", "json"] = Field(
+        "text", description="`json`: every log record as one JSON object a line (`time`, `level`, `logger`, "
+        "`message`, and `exception` with its traceback) for log pipelines; `text`: Faust's readable lines.")
 
 
 class Settings(_Section):
@@ -259,6 +299,7 @@ class Settings(_Section):
     modifications: ModificationSettings = ModificationSettings()
     web: WebSettings = WebSettings()
     collector: CollectorSettings = CollectorSettings()
+    logging: LoggingSettings = LoggingSettings()
     connections: list[AnyConnectionSettings] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -266,8 +307,6 @@ class Settings(_Section):
         names = [c.name for c in self.connections]
         if len(set(names)) != len(names):
             raise ValueError(f"connection names must be unique: {names}")
-        if self.collector.enabled and not self.web.enabled:
-            raise ValueError("collector.enabled needs web.enabled: the collector is served by the web server")
         if not self.pushes("conversions"):
             raise ValueError("at least one connection must carry conversions into impact")
         if self.modifications.file_title == self.batch.file_title:
@@ -287,6 +326,32 @@ class Settings(_Section):
         return self.impact.max_event_age_days - (1 if pulled else 0)
 
 
+class CollectorProcessSettings(_Section):
+    """What `imref-stream collector` reads: the worker's config file as it is, of which it takes only
+    these sections (the connections and their secret files stay with the worker: the collector's pod
+    does not hold them), or a file with just these."""
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    impact: ImpactSettings | None = None  # only max_event_age_days is read
+    attribution: AttributionSettings = AttributionSettings()  # window_days: the cookies' Max-Age
+    collector: CollectorSettings = CollectorSettings()
+    logging: LoggingSettings = LoggingSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _the_workers_sections(cls, data):
+        # The worker's other sections are not read; an unknown key is still an error.
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if k in cls.model_fields or k not in Settings.model_fields}
+        return data
+
+    @property
+    def max_event_age_days(self) -> int:
+        if self.impact is not None:
+            return self.impact.max_event_age_days
+        return ImpactSettings.model_fields["max_event_age_days"].default
+
+
 class ConfigError(Exception):
     """Invalid configuration; the message names every offending key."""
 
@@ -297,15 +362,18 @@ def _key(loc: tuple) -> str:
     return ".".join(parts) or "(top level)"
 
 
-def parse_settings(data: object, source: str = "config") -> Settings:
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def parse_settings(data: object, source: str = "config", model: type[Model] = Settings) -> Model:
     try:
-        return Settings.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         lines = [f"{_key(e['loc'])}: {e['msg']}" for e in exc.errors()]
         raise ConfigError(f"invalid {source}:\n  " + "\n  ".join(lines)) from None
 
 
-def load_settings(path: str | os.PathLike) -> Settings:
+def load_settings(path: str | os.PathLike, model: type[Model] = Settings) -> Model:
     try:
         text = Path(path).read_text()
     except OSError as exc:
@@ -314,4 +382,4 @@ def load_settings(path: str | os.PathLike) -> Settings:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
-    return parse_settings(data, source=f"config file {path}")
+    return parse_settings(data, source=f"config file {path}", model=model)

@@ -14,9 +14,8 @@ An order is *taken* when its first record goes into a batch. From then on, withi
 - a re-read of the very record a file holds (same line, same offset: a restart, a rebalance) is
   not a duplicate: it re-forms the same file.
 
-A line is identified by the item's ``line_id`` when the producer gives one, else by its content:
-the declared fields of the item contract (a producer's own extra fields, such as a send time,
-do not make a re-send new). The record of a taken order (the ``orders`` table, one key per
+A line is identified by the item's ``line_id`` when the producer gives one, else by its exact
+content (``line_identities``). The record of a taken order (the ``orders`` table, one key per
 OrderId in the partition of its customer) is written before its file is uploaded and names the
 file and each line's offset; only lines that went into the file are kept there, so a line that was
 unattributed may be produced again.
@@ -29,27 +28,21 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from schemas import load
-
 DUPLICATE = "duplicate"
 ORDER_ALREADY_REPORTED = "order_already_reported"
 
 Record = dict  # {"files": [name, ...], "lines": {line: offset}, "more": bool, "at": epoch seconds}
-# What makes a line the same line: the contract's fields, not a producer's extras nor our hints.
-LINE_FIELDS = frozenset(load("order-item.schema.json")["properties"]) - {"line_id", "items_in_order"}
 
 
-def line_identities(items: list[dict], fields: frozenset[str] = LINE_FIELDS) -> list[str]:
-    """The identity of each line of one record (an item event has one line)."""
-    return [_identity(item, fields) for item in items]
-
-
-def _identity(item: dict, fields: frozenset[str]) -> str:
-    line_id = item.get("line_id")
-    if line_id is not None:
-        return "L" + line_id
-    content = orjson.dumps({k: v for k, v in item.items() if k in fields}, option=orjson.OPT_SORT_KEYS)
-    return "C" + blake2b(content, digest_size=10).hexdigest()
+def line_identities(items: list[dict], raw: bytes | None = None) -> list[str]:
+    """The identity of each line of one record: its ``line_id``, else its exact content -- the
+    record's bytes for an item event (``raw``), the line's JSON for an order event. A re-send
+    (a retry, an outbox relay, a replayed topic) carries the same bytes; a producer that changes
+    anything on a re-send (a send time) gives line ids."""
+    if raw is not None and len(items) == 1 and "line_id" not in items[0]:
+        return ["C" + blake2b(raw, digest_size=10).hexdigest()]
+    return ["L" + item["line_id"] if "line_id" in item else "C" + blake2b(orjson.dumps(item), digest_size=10).hexdigest()
+            for item in items]
 
 
 class Refusal(NamedTuple):

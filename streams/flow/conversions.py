@@ -48,8 +48,11 @@ class Conversions:
     # -- clicks ---------------------------------------------------------------------------
     async def on_clicks(self, tp, records, epoch: int) -> None:
         """One fetch of a clicks partition: the newest history per customer into the table, the
-        items waiting for those customers attributed. Counted as processed (committable) once
-        done; the changelog writes are flushed by the commit before the offsets."""
+        items waiting for those customers attributed. Committable once its changelog writes are
+        confirmed: Faust's flush before a commit gives up on a busy buffer after 0.1 s
+        (``ProducerBuffer.flush_atmost``), and a click committed but not in the changelog is
+        gone from the table after a restart (the chaos kill sweep lost whole partitions' clicks
+        so once the orders table's writes filled the buffer)."""
         histories, dead, part, first, last, taken = {}, [], None, -1, -1, 0
         keep, window_s, partition = self.keep, self.window_s, tp.partition
         for record in records:
@@ -73,10 +76,10 @@ class Conversions:
                     self._waiting.setdefault((partition, key), []).append(waiting)
         if part is None:
             return
-        self.clicks.put(partition, histories)
+        written = self.clicks.put(partition, histories)
         self.outputs.count("clicks_in", n=taken)
         self._publish_counts()
-        for fut in dead:  # confirmed before the offsets are: a dead letter is never lost
+        for fut in written + dead:  # confirmed before the offsets are: never lost
             await confirmed(fut)
         self.ledger.delivered(part, first, last)
 
@@ -105,7 +108,7 @@ class Conversions:
             self.outputs.count("dead_letter", exc.reason)
             return batcher.add(entry, clock)
         first = items[0]
-        order_id, lines = first["order_id"], line_identities(items)
+        order_id, lines = first["order_id"], line_identities(items, record.value)
         refusal = batcher.orders.take(order_id, lines, record.offset, clock, first.get("items_in_order"), whole)
         if refusal is not None:
             self._refuse(entry, record, refusal, order_id)
@@ -141,6 +144,8 @@ class Conversions:
     def _rows(self, items: list[dict], occurred: datetime, click_id: str) -> tuple:
         self._joined += len(items)
         fields, extra = self._row_fields, self._extra_fields
+        if len(items) == 1:  # an item event: no generator for the common case
+            return (conversion_row(*fields, items[0], occurred, click_id, extra),)
         return tuple(conversion_row(*fields, item, occurred, click_id, extra) for item in items)
 
     def _try_attribute(self, waiting, history) -> bool:

@@ -17,7 +17,7 @@ from ..flow.conversions import Conversions
 from ..flow.flow import Flow, Outputs
 from ..kafka import ssl_context
 from ..metrics import Metrics
-from . import collector, internals, reports, sweep, web
+from . import internals, reports, sweep, web
 from .consumer import GatedConsumer
 from .tables import TableWriter
 
@@ -130,7 +130,6 @@ def create_app(settings: Settings) -> ImrefApp:
         app.changes = _install_changes(app, settings, changes, ledger, dead_letter, metrics, conversions)
     if settings.web.enabled:
         web.install(app, metrics)
-    collector.install(app, settings)
     reports.install(app, settings)
     outputs = [t.dead_letter, t.unattributed, t.audit] + [w.table.changelog_topic.get_topic_name()
                                                          for w in (clicks, orders, flow.cuts)]

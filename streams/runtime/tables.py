@@ -3,17 +3,28 @@
 A RocksDB store picks the partition database of a write from the stream's current event, and
 ``Table.__setitem__`` asks it for the changelog partition; our writers know the partition
 themselves. ``in_partition`` gives the store that answer; ``TableWriter`` writes (and deletes) in
-the store and sends the changelog record (or tombstone) explicitly (the one thing a Faust table
+the store and sends the changelog records (or tombstones) explicitly (the one thing a Faust table
 write does beyond that is a TTL and sensor, which these tables do not use).
+
+The changelog records of one write go to the producer as record batches (aiokafka's
+``create_batch``/``send_batch``), not one Faust ``send_soon`` each: that path (a ``FutureMessage``,
+Faust's producer buffer, an aiokafka send and its future per record) cost more than the rest of
+the worker's work for the orders table's records. The bytes are Faust's own (the table's key and
+value codecs, the ones its changelog topic serializes with: tests/unit/test_tables.py compares
+them), so recovery and compaction read them as Faust wrote them, and a RocksDB store's persisted
+offset is set once per write from the last batch's base offset.
 """
 from __future__ import annotations
 
+import asyncio
 import weakref
 from contextlib import contextmanager
 from itertools import islice
 from typing import Any, Iterator
 
+from faust.serializers import codecs
 from faust.streams import _current_event
+from faust.types import TP
 
 
 class _Message:
@@ -49,6 +60,11 @@ class TableWriter:
         raw = getattr(table.data, "data", None)
         self._memory = raw if isinstance(raw, dict) else None
         self.get = raw.get if self._memory is not None else table.data.get
+        # One write's batches enter the producer before the next write's: the changelog keeps
+        # the order of the writes, so the last record of a key is its latest value.
+        self._enqueue = asyncio.Lock()
+        self._key_bytes = codecs.get_codec(table.key_serializer).dumps
+        self._value_bytes = codecs.get_codec(table.value_serializer).dumps
 
     @staticmethod
     def reading(partition: int):
@@ -57,9 +73,9 @@ class TableWriter:
         return in_partition(partition)
 
     def put(self, partition: int, items: dict) -> list:
-        """Write ``items`` (key -> value) of one partition; returns the changelog sends to await
-        when the caller needs them confirmed (Faust's commit flushes them before offsets)."""
-        store, send = self.table.data, self.table.send_changelog
+        """Write ``items`` (key -> value) of one partition; returns the changelog send to await
+        when the caller needs it confirmed (a list of one, empty when there is nothing)."""
+        store = self.table.data
         with in_partition(partition):
             for key, value in items.items():
                 store[key] = value
@@ -67,7 +83,7 @@ class TableWriter:
             # The memory store knows a key's partition only from recovery; the sweep needs it for
             # every key, and Faust uses it to drop the keys of partitions this worker lost.
             store._key_partition.update(dict.fromkeys(items, partition))
-        return [send(partition, key, value) for key, value in items.items()]
+        return self._send(partition, items.items())
 
     def delete(self, partition: int, keys: list) -> list:
         """Delete ``keys`` of one partition from the store and send their tombstones, so that
@@ -84,8 +100,31 @@ class TableWriter:
                 store._key_index.pop(raw, None)
                 if db is not None:
                     db.delete(raw)
-        send = self.table.send_changelog
-        return [send(partition, key, None, value_serializer="raw") for key in keys]
+        return self._send(partition, ((key, None) for key in keys))
+
+    def _send(self, partition: int, pairs) -> list:
+        """The changelog records of one write, serialized now (the values as they are now), sent
+        in order; a list of one awaitable, confirmed once every record is acknowledged."""
+        key_bytes, value_bytes = self._key_bytes, self._value_bytes
+        records = [(key_bytes(key), None if value is None else value_bytes(value)) for key, value in pairs]
+        return [asyncio.ensure_future(self._publish(partition, records))] if records else []
+
+    async def _publish(self, partition: int, records: list[tuple[bytes, bytes | None]]) -> None:
+        table = self.table
+        producer = table.app.producer._ensure_producer()
+        name = table.changelog_topic.get_topic_name()
+        async with self._enqueue:
+            sent, batch, last = [], producer.create_batch(), 0
+            for key, value in records:
+                if batch.append(key=key, value=value, timestamp=None) is None:  # full: the next one
+                    sent.append(await producer.send_batch(batch, name, partition=partition))
+                    batch = producer.create_batch()
+                    batch.append(key=key, value=value, timestamp=None)
+            last = batch.record_count()
+            sent.append(await producer.send_batch(batch, name, partition=partition))
+        done = await asyncio.gather(*sent)
+        # What a RocksDB store has written up to (Faust sets it per record; a memory store ignores it).
+        table.data.set_persisted_offset(TP(name, partition), done[-1].offset + last - 1)
 
     def chunks(self, partition: int, size: int) -> Iterator[list[tuple[Any, Any]]]:
         """The (key, value) pairs of one partition, ``size`` at a time, each chunk read when it is

@@ -4,6 +4,7 @@ from __future__ import annotations
 import mode.loop
 
 from ..config import Settings
+from ..logs import logging_config
 
 
 def run(settings: Settings, loglevel: str) -> int:
@@ -12,6 +13,7 @@ def run(settings: Settings, loglevel: str) -> int:
 
     from .app import create_app
 
-    worker = faust.Worker(create_app(settings), loglevel=loglevel, quiet=True)
+    worker = faust.Worker(create_app(settings), loglevel=loglevel, quiet=True,
+                          logging_config=logging_config(settings.logging.format, loglevel))
     worker.execute_from_commandline()  # returns on SIGTERM/SIGINT after the graceful stop
     return 0

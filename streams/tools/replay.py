@@ -244,7 +244,7 @@ def _process(settings: Settings, records, clicks: dict[str, list[tuple[float, st
             summary.invalid[exc.reason] += 1
         else:
             first = items[0]
-            lines = line_identities(items)
+            lines = line_identities(items, r.value)
             refusal = batcher.orders.take(first["order_id"], lines, r.offset, 0.0, first.get("items_in_order"), whole)
             history = history_until(clicks.get(first["customer_id"], []), occurred.timestamp() + grace_s,
                                     a.clicks_per_customer, window_s)

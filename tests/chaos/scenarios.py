@@ -1,8 +1,11 @@
 """Chaos scenarios: traffic flows while workers are killed, rebalanced, stopped or fed poison,
 and a verifier compares every file that reached the destination with the expected rows.
 
-Each scenario returns a result row: runs, rows expected, rows delivered, lost, rows in two
-distinct files. A file written again under the same name counts once (it overwrote itself)."""
+Checkout re-sends a share of its orders (``Traffic.resend``), as at-least-once producers do. Each
+scenario returns a result row: runs, rows expected, rows delivered, lost, and rows reported more
+than once (a row in two files, or twice in one). A file written again under the same name in a
+folder counts once (it overwrote itself); the kill sweep also pushes every file to an FTP server
+that counts each upload, as impact's would."""
 from __future__ import annotations
 
 import random
@@ -11,6 +14,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -43,13 +47,18 @@ class Result:
 
 class Traffic:
     """Clicks for every customer first, then orders at ``rate`` items/s in a thread. Every
-    item has a unique (OrderId, Sku); ``poison`` of them are invalid and must be dead-lettered."""
+    item has a unique (OrderId, Sku); ``poison`` of them are invalid and must be dead-lettered;
+    ``resend`` of the orders are produced again, whole, a little later (a producer's retry, an
+    outbox relay after a crash): the copies must never reach a file."""
 
-    def __init__(self, bootstrap: str, prefix: str, rate: int = 300, poison: float = 0.0, seed: int = 1):
-        self.bootstrap, self.prefix, self.rate, self.poison = bootstrap, prefix, rate, poison
+    def __init__(self, bootstrap: str, prefix: str, rate: int = 300, poison: float = 0.0, seed: int = 1,
+                 resend: float = 0.06):
+        self.bootstrap, self.prefix, self.rate, self.poison, self.resend = bootstrap, prefix, rate, poison, resend
         self.rng = random.Random(seed)
         self.expected: set[tuple[str, str]] = set()
         self.poisoned: dict[tuple[str, int, int], bytes] = {}
+        self.resent: dict[tuple[str, int, int], bytes] = {}  # the copies, where they landed
+        self._recent: list[tuple[str, list[bytes]]] = []
         self.produced_ends: dict[int, int] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -97,9 +106,15 @@ class Traffic:
             time.sleep(max(0.0, 0.1 - (time.monotonic() - t)))
 
     def _one_order(self) -> int:
+        if self.resend and self._recent and self.rng.random() < self.resend:
+            cid, values = self._recent.pop(self.rng.randrange(len(self._recent)))
+            for value in values:
+                self._send(cid, value).add_callback(
+                    lambda md, v=value: self.resent.__setitem__((md.topic, md.partition, md.offset), v))
+            return len(values)
         self._order += 1
         cid = f"K{self.rng.randrange(CUSTOMERS):04d}"
-        n = self.rng.randint(1, 3)
+        n, good = self.rng.randint(1, 3), []
         for i in range(n):
             item = {"order_id": f"X{self._order:07d}", "customer_id": cid, "currency": "USD", "amount": "9.99",
                     "occurred_at": (NOW - timedelta(minutes=2)).isoformat(), "category": "Chaos",
@@ -107,24 +122,54 @@ class Traffic:
             bad = self.poison and self.rng.random() < self.poison
             value = (b'{"order_id": ' if self.rng.random() < 0.5 else orjson.dumps({**item, "currency": "ZZZ"})) \
                 if bad else orjson.dumps(item)
-            fut = self._producer.send(f"{self.prefix}.order-items", key=cid.encode(), value=value)
+            fut = self._send(cid, value)
             if bad:
                 fut.add_callback(lambda md, v=value: self.poisoned.__setitem__((md.topic, md.partition, md.offset), v))
             else:
                 self.expected.add((item["order_id"], item["sku"]))
-            fut.add_callback(lambda md: self.produced_ends.__setitem__(
-                md.partition, max(self.produced_ends.get(md.partition, 0), md.offset + 1)))
+                good.append(value)
+        if good and len(good) == n:
+            self._recent = (self._recent + [(cid, good)])[-50:]  # re-sent within the next few hundred items
         return n
+
+    def _send(self, cid: str, value: bytes):
+        fut = self._producer.send(f"{self.prefix}.order-items", key=cid.encode(), value=value)
+        fut.add_callback(lambda md: self.produced_ends.__setitem__(
+            md.partition, max(self.produced_ends.get(md.partition, 0), md.offset + 1)))
+        return fut
 
 
 def verify(out_dir: Path, expected: set) -> tuple[int, int, int]:
-    """(delivered, lost, rows in two distinct files)"""
-    where: dict[tuple[str, str], set[str]] = {}
+    """(delivered, lost, rows reported more than once: in two files, twice in one, or an order's
+    rows split over two files)"""
+    count: Counter = Counter()
+    files_of: dict[str, set[str]] = defaultdict(set)
     for name, rows in read_csv_files(out_dir).items():
         for r in rows[1:]:
-            where.setdefault((r[3], r[9]), set()).add(name)
-    delivered = len(where.keys() & expected)
-    return delivered, len(expected - where.keys()), sum(len(n) > 1 for n in where.values())
+            count[(r[3], r[9])] += 1
+            files_of[r[3]].add(name)
+    split = sum(1 for (order, _) in count if len(files_of[order]) > 1)
+    delivered = len(count.keys() & expected)
+    return delivered, len(expected - count.keys()), sum(n - 1 for n in count.values()) + split
+
+
+def pushed_again(received: list[str], log: str, connection: str = "impact push") -> tuple[int, int]:
+    """Files a push server completed more than once: (a worker had seen the file confirmed, and
+    it was sent again: a failure; else a push in flight or not yet recorded when the worker died,
+    inside the window). The worker logs a confirmation only once it is recorded."""
+    again = [name for name, n in Counter(received).items() if n > 1]
+    confirmed = [name for name in again if log.count(f"connection {connection!r} confirmed {name} (") > 1]
+    return len(confirmed), len(again) - len(confirmed)
+
+
+def audited(bootstrap: str, prefix: str, traffic: "Traffic") -> int:
+    """How many of the re-sent copies are on the audit topic (each at least once)."""
+    if not traffic.resent:
+        return 0
+    records = read_topic(bootstrap, f"{prefix}.audit", expect=len(traffic.resent))
+    seen = {(h["imref.source.topic"].decode(), int(h["imref.source.partition"]), int(h["imref.source.offset"]))
+            for h in (dict(r.headers) for r in records) if h["imref.reason"] == b"duplicate"}
+    return len(seen & traffic.resent.keys())
 
 
 def wait_delivered(out_dir: Path, traffic: Traffic, timeout: float) -> None:
@@ -157,6 +202,7 @@ def items_in(port: int) -> float:
 def _setup(broker, tmp: Path, name: str, **sections):
     app_id = f"chaos-{name}-{int(time.time() * 1000) % 10**8}"
     out = tmp / f"{name}-out"
+    sections.setdefault("topics", {"audit": f"{app_id}.audit"})
     sections.setdefault("batch", {"max_rows": 50, "max_age_s": 1})
     sections.setdefault("attribution", {"grace_s": 2})
     cfg = write_config(tmp / f"{name}.yaml", bootstrap=broker.bootstrap, app_id=app_id, out_dir=out,
@@ -164,35 +210,61 @@ def _setup(broker, tmp: Path, name: str, **sections):
     return app_id, out, cfg
 
 
-POINTS = ["before_upload", "mid_upload", "after_upload", "after_ack"]
+# before_record: a push confirmed, its confirmation not recorded yet (the one window in which a
+# confirmed file may be sent again)
+POINTS = ["before_upload", "mid_upload", "before_record", "after_upload", "after_ack"]
+PUSH_ENV = {"IMREF_CHAOS_PUSH_PASSWORD": PASSWORD}
 
 
 def kill_sweep(broker, tmp: Path, kills: int) -> Result:
     """``kills`` workers, each killed by SIGKILL at a fault point; a run counts only when the point
-    was reached (the worker killed itself), not when it was still waiting there after 60 s."""
-    app_id, out, cfg = _setup(broker, tmp, "kill", kafka={"instance_id": "chaos-0"})
-    traffic = Traffic(broker.bootstrap, app_id).start()
-    rng = random.Random(kills)
-    reached, missed, worker = {point: 0 for point in POINTS}, 0, None
-    try:
-        for i in range(kills):
-            point = POINTS[i % len(POINTS)]
-            worker = WorkerProcess(cfg, tmp / "kill.log", env={"IMREF_FAULTS": f"{point}@{rng.randint(1, 6)}"})
-            worker.start()
-            try:
-                reached[point] += worker.proc.wait(60) == -signal.SIGKILL
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                missed += 1
-        worker = WorkerProcess(cfg, tmp / "kill.log").start()
-        worker.wait_ready()
-    finally:
-        traffic.stop()
-    wait_delivered(out, traffic, 120)
-    worker.stop()
+    was reached (the worker killed itself), not when it was still waiting there after 60 s. Every
+    file also goes to a push connection whose server counts each upload: a file the worker saw
+    confirmed must never be uploaded again."""
+    with FtpServer(tmp / "kill-push") as push:
+        app_id, out, cfg = _setup(broker, tmp, "kill", kafka={"instance_id": "chaos-0"}, connections=[
+            {"name": "outbox", "method": "fsspec", "url": str(tmp / "kill-out")},
+            {"name": "impact push", "method": "ftp", "host": "127.0.0.1", "port": push.port, "username": USER,
+             "password": {"env": "IMREF_CHAOS_PUSH_PASSWORD"}, "allow_plaintext": True, "timeout_s": 5}])
+        traffic = Traffic(broker.bootstrap, app_id).start()
+        rng = random.Random(kills)
+        reached, missed, worker = {point: 0 for point in POINTS}, 0, None
+        try:
+            for i in range(kills):
+                point = POINTS[i % len(POINTS)]
+                worker = WorkerProcess(cfg, tmp / "kill.log",
+                                       env={**PUSH_ENV, "IMREF_FAULTS": f"{point}@{rng.randint(1, 6)}"})
+                worker.start()
+                try:
+                    reached[point] += worker.proc.wait(60) == -signal.SIGKILL
+                except subprocess.TimeoutExpired:
+                    worker.kill()
+                    missed += 1
+            worker = WorkerProcess(cfg, tmp / "kill.log", env=PUSH_ENV).start()
+            worker.wait_ready()
+        finally:
+            traffic.stop()
+        wait_delivered(out, traffic, 120)
+        wait_pushed(push, out, 60)
+        worker.stop()
+        confirmed_again, in_window = pushed_again(push.received, (tmp / "kill.log").read_text(errors="replace"))
+        pushed = len(push.received)
+    copies = audited(broker.bootstrap, app_id, traffic)
     points = ", ".join(f"{point} {n}" for point, n in reached.items())
     return Result("kill -9 at injected points, restart", sum(reached.values()), len(traffic.expected),
-                  *verify(out, traffic.expected), note=f"kills at points reached: {points}; not reached in 60 s: {missed}")
+                  *verify(out, traffic.expected),
+                  facts={"confirmed_pushed_again": confirmed_again, "pushed_in_window": in_window,
+                         "resent": len(traffic.resent), "audited": copies},
+                  note=f"kills at points reached: {points}; not reached in 60 s: {missed}; {pushed} uploads to the "
+                       f"push server, confirmed files uploaded again: {confirmed_again}, uploads in flight at a kill "
+                       f"sent again: {in_window}; {copies}/{len(traffic.resent)} re-sent items on the audit topic")
+
+
+def wait_pushed(push: FtpServer, out: Path, timeout: float) -> None:
+    """Until the push server has every file the folder has."""
+    deadline = time.monotonic() + timeout
+    while set(read_csv_files(out)) - set(push.received) and time.monotonic() < deadline:
+        time.sleep(0.5)
 
 
 # A second worker that joins under load and leaves: on noida-db the first worker's commit during the
@@ -338,10 +410,13 @@ def poison(broker, tmp: Path, items: int, ratio: float = 0.01) -> Result:
     origins = {(dict(r.headers)["imref.source.topic"].decode(), int(dict(r.headers)["imref.source.partition"]),
                 int(dict(r.headers)["imref.source.offset"])) for r in dlq}
     missing = set(traffic.poisoned) - origins
+    copies = audited(broker.bootstrap, app_id, traffic)
     return Result(f"{ratio:.0%} poison events", 1, len(traffic.expected), *verify(out, traffic.expected),
-                  facts={"poisoned": len(traffic.poisoned), "dead_lettered": len(traffic.poisoned) - len(missing)},
+                  facts={"poisoned": len(traffic.poisoned), "dead_lettered": len(traffic.poisoned) - len(missing),
+                         "resent": len(traffic.resent), "audited": copies},
                   note=f"{len(traffic.poisoned) - len(missing)}/{len(traffic.poisoned)} poison events in the "
-                       f"dead-letter topic with their origin")
+                       f"dead-letter topic with their origin; {copies}/{len(traffic.resent)} re-sent items on the "
+                       f"audit topic")
 
 
 SECRET_ENV = {"IMREF_CHAOS_PASSWORD": PASSWORD}

@@ -14,9 +14,11 @@ def check(result: scenarios.Result) -> None:
 
 
 def test_kill_9_at_every_injected_point(broker, tmp_path):
-    result = scenarios.kill_sweep(broker, tmp_path, kills=4)
+    result = scenarios.kill_sweep(broker, tmp_path, kills=5)
     check(result)
-    assert result.runs == 4
+    assert result.runs == 5
+    assert result.facts["confirmed_pushed_again"] == 0, result.note
+    assert result.facts["resent"] > 0, result.note
 
 
 @pytest.mark.broker(scenarios.REBALANCE_NEEDS[0], reason=scenarios.REBALANCE_NEEDS[1])
@@ -38,6 +40,7 @@ def test_poison_events_all_reach_the_dead_letter_topic(broker, tmp_path):
     result = scenarios.poison(broker, tmp_path, items=1500, ratio=0.01)
     check(result)
     assert result.facts["dead_lettered"] == result.facts["poisoned"] > 0, result.note
+    assert result.facts["audited"] == result.facts["resent"] > 0, result.note
 
 
 def test_destination_down_and_resets_lose_nothing_and_ack_nothing_early(broker, tmp_path):

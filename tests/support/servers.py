@@ -17,6 +17,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from pyftpdlib.authorizers import DummyAuthorizer
 from pyftpdlib.handlers import DTPHandler, FTPHandler, TLS_DTPHandler, TLS_FTPHandler
+from pyftpdlib.ioloop import IOLoop
 from pyftpdlib.servers import FTPServer
 
 from streams.tools.devbroker import free_port
@@ -58,13 +59,15 @@ class FtpServer:
     ``received`` lists the name of every upload the server completed, in order: for a push to
     impact each one is a submission."""
 
-    def __init__(self, root: Path, certs: Certs | None = None, drop_uploads: int = 0, drop_after: int = 2048):
+    def __init__(self, root: Path, certs: Certs | None = None, drop_uploads: int = 0, drop_after: int = 2048,
+                 perm: str = "elradfmwMT"):
+        """``perm``: pyftpdlib's permission letters for the user ("elr": read only)."""
         root.mkdir(parents=True, exist_ok=True)
         self.root, self.port = root, free_port()
         self.commands: list[str] = []
         self.received: list[str] = []
         auth = DummyAuthorizer()
-        auth.add_user(USER, PASSWORD, str(root), perm="elradfmwMT")
+        auth.add_user(USER, PASSWORD, str(root), perm=perm)
         self.drop_uploads = drop_uploads
         owner = self
 
@@ -90,9 +93,15 @@ class FtpServer:
             Handler.certfile = str(certs.server_pem)
             Handler.tls_control_required = Handler.tls_data_required = True
         self._handler = Handler
-        self._server = FTPServer(("127.0.0.1", self.port), Handler)
+        self._server = self._listen()
         self._stop, self._down = threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _listen(self) -> FTPServer:
+        # A loop of its own, new each time (closing a server closes its loop): pyftpdlib's default
+        # is one per process, and two servers serving it from two threads corrupt each other's TLS
+        # sessions and crash the process.
+        return FTPServer(("127.0.0.1", self.port), self._handler, ioloop=IOLoop())
 
     def down(self) -> None:
         self._down.set()
@@ -106,7 +115,7 @@ class FtpServer:
                 self._server.close_all()  # the listener and every session: connection refused/reset
                 while self._down.is_set() and not self._stop.is_set():
                     time.sleep(0.05)
-                self._server = FTPServer(("127.0.0.1", self.port), self._handler)
+                self._server = self._listen()
             self._server.serve_forever(timeout=0.05, blocking=False, handle_exit=False)
         self._server.close_all()
 

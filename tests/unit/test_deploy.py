@@ -24,7 +24,8 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from tests.deploy import rules
+from tests.deploy import collector_rules, rules
+from tests.deploy.collector_rules import collector_problems, parse_collector_config, worker_objects
 from tests.deploy.rules import Deployment, app_topology, config_text, one, parse_mounted_config, problems
 from tests.deploy.tools import hadolint, render
 
@@ -74,7 +75,7 @@ def build(objects: list[dict], topics: list[dict], secrets_dir: Path, topology=N
 
 @pytest.fixture(scope="module")
 def example(rendered, tmp_path_factory):
-    return build(rendered[OVERLAY], rendered[OVERLAY / "topics"], tmp_path_factory.mktemp("secrets"))
+    return build(worker_objects(rendered[OVERLAY]), rendered[OVERLAY / "topics"], tmp_path_factory.mktemp("secrets"))
 
 
 @pytest.fixture
@@ -88,8 +89,9 @@ def deployment(example):
 
 def test_the_overlay_renders_every_resource(rendered):
     kinds = sorted(o["kind"] for o in rendered[OVERLAY])
-    assert kinds == ["ConfigMap", "NetworkPolicy", "NetworkPolicy", "PodDisruptionBudget", "ScaledObject",
-                     "Service", "Service", "StatefulSet", "TriggerAuthentication"]
+    assert kinds == ["ConfigMap", "Deployment", "HorizontalPodAutoscaler", "Ingress", "NetworkPolicy", "NetworkPolicy",
+                     "PodDisruptionBudget", "PodDisruptionBudget", "ScaledObject", "Service", "Service", "Service",
+                     "StatefulSet", "TriggerAuthentication"]
     assert {o["metadata"].get("namespace") for o in rendered[OVERLAY]} == {"shop-imref"}
     assert {o["metadata"].get("namespace") for o in rendered[OVERLAY / "topics"]} == {"kafka"}
     cm = one(rendered[OVERLAY], "ConfigMap")["metadata"]["name"]
@@ -156,7 +158,7 @@ def test_the_schemas_reject_a_broken_object(rendered, name):
 # -- the rules ------------------------------------------------------------------------------------
 
 def test_the_example_deployment_breaks_no_rule(example):
-    assert example.settings.collector.enabled and example.settings.store == "rocksdb://"
+    assert example.settings.collector.allowed_origins and example.settings.store == "rocksdb://"
     kinds = {(c.data_type, c.methodology) for c in example.settings.connections}
     assert {("action_modifications", "push_to_impact"), ("performance_bonus_detail", "pull_from_impact")} <= kinds
     assert example.settings.kafka.security_protocol == "SASL_SSL"
@@ -433,14 +435,14 @@ def test_each_rule_catches_its_breakage(deployment, tmp_path, name):
     assert any(expected in p for p in found), f"{name}: {found}"
 
 
-def _messages_of_rules() -> list[re.Pattern]:
-    """Every message rules.py can give, as a pattern: f-string fields match anything."""
+def _messages_of_rules(module=rules) -> list[re.Pattern]:
+    """Every message a rules module can give, as a pattern: f-string fields match anything."""
     def pattern(node) -> str:
         if isinstance(node, ast.Constant):
             return re.escape(node.value)
         return "".join(re.escape(v.value) if isinstance(v, ast.Constant) else ".*" for v in node.values)
     said = []
-    for node in ast.walk(ast.parse(Path(rules.__file__).read_text())):
+    for node in ast.walk(ast.parse(Path(module.__file__).read_text())):
         if isinstance(node, ast.Call) and ast.unparse(node.func) == "found.append":
             said.append(node.args[0])
         elif isinstance(node, ast.AugAssign) and ast.unparse(node.target) == "found" and isinstance(node.value, ast.ListComp):
@@ -477,7 +479,7 @@ def test_the_object_store_component_opens_https_and_only_https(deployment, tmp_p
     assert policy["metadata"]["namespace"] == "shop-imref" and policy["spec"]["policyTypes"] == ["Egress"]
     assert [p for r in policy["spec"]["egress"] for p in r["ports"]] == [{"protocol": "TCP", "port": 443}]
 
-    with_store = dataclasses.replace(deployment, objects=objects)
+    with_store = dataclasses.replace(deployment, objects=worker_objects(objects))
     _add_to_config(with_store, """
   - name: impact reports
     direction: out_of_impact
@@ -495,6 +497,160 @@ def test_the_object_store_component_opens_https_and_only_https(deployment, tmp_p
     assert problems(with_store) == []
     assert problems(dataclasses.replace(deployment, config=with_store.config)) == \
         ["egress to port 443 is closed, and gs://shop-impact-reports/impact/ is an object store reached over HTTPS"]
+
+
+# -- the click collector (deploy/components/collector, in the example overlay) ---------------------
+
+@dataclasses.dataclass
+class CollectorView:
+    objects: list[dict]  # the whole rendered overlay: the collector shares the worker's ConfigMap
+    settings: object     # CollectorProcessSettings, as the collector reads the ConfigMap
+    config: dict
+    secrets: Path
+
+
+@pytest.fixture
+def collector(rendered, tmp_path):
+    objects = copy.deepcopy(rendered[OVERLAY])
+    text = config_text(objects)
+    return CollectorView(objects, parse_collector_config(text, tmp_path / "secrets"), yaml.safe_load(text), tmp_path)
+
+
+def _c(v, kind):
+    return one(v.objects, kind, collector_rules.NAME)
+
+
+def _c_pod(v):
+    return _c(v, "Deployment")["spec"]["template"]["spec"]
+
+
+def _c_box(v):
+    return _c_pod(v)["containers"][0]
+
+
+def _c_ingress(v):
+    return _c(v, "Ingress")["spec"]["rules"][0]["http"]["paths"][0]
+
+
+def _c_config(old, new):
+    def edit(v):
+        cm = next(o for o in v.objects if o["kind"] == "ConfigMap")
+        assert old in cm["data"]["config.yaml"], f"{old!r} is not in the config: update this case"
+        cm["data"]["config.yaml"] = text = cm["data"]["config.yaml"].replace(old, new)
+        v.settings, v.config = parse_collector_config(text, v.secrets / "secrets"), yaml.safe_load(text)
+    return edit
+
+
+def _c_secrets_whole(v):
+    next(x for x in _c_pod(v)["volumes"] if x["name"] == "secrets")["secret"].pop("items")
+
+
+def _c_secrets_empty(v):
+    volume = next(x for x in _c_pod(v)["volumes"] if x["name"] == "secrets")
+    volume.pop("secret")
+    volume["emptyDir"] = {}
+
+
+# name -> (how to break a copy of the example's collector, the words the rule must say)
+COLLECTOR_BREAKAGES = {
+    "no Deployment": (lambda v: v.objects.remove(_c(v, "Deployment")), "expected one Deployment imref-collector"),
+    "container renamed": (lambda v: _c_box(v).update(name="app"), "one container named collector"),
+    "runs the worker": (lambda v: _c_box(v).update(command=["imref-stream", "worker", "--config", "/etc/imref/config.yaml"]),
+                        "must run `imref-stream collector"),
+    "config elsewhere": (lambda v: _c_box(v)["volumeMounts"][0].update(mountPath="/config.yaml"),
+                         "config.yaml is not mounted at /etc/imref/config.yaml"),
+    "port not declared": (lambda v: _c_box(v)["ports"][0].update(containerPort=8080), "does not declare its port 6067"),
+    "liveness on readiness": (lambda v: _c_box(v)["livenessProbe"]["httpGet"].update(path="/readyz"),
+                              "livenessProbe must GET /healthz"),
+    "no readiness probe": (lambda v: _c_box(v).pop("readinessProbe"), "readinessProbe must GET /readyz"),
+    "state on a claim": (lambda v: _c_pod(v)["volumes"].append({"name": "s", "persistentVolumeClaim": {"claimName": "s"}}),
+                         "no PersistentVolumeClaim"),
+    "password not from a Secret": (_c_secrets_empty, "kafka-password (the collector's Kafka credentials) is not on a Secret"),
+    "every secret mounted": (_c_secrets_whole, "the secret volume secrets must carry only what the collector reads"),
+    "root pod": (lambda v: _c_pod(v)["securityContext"].pop("runAsNonRoot"), "non-root"),
+    "writable root": (lambda v: _c_box(v)["securityContext"].pop("readOnlyRootFilesystem"), "read-only"),
+    "no CPU request": (lambda v: _c_box(v)["resources"]["requests"].pop("cpu"), "needs a CPU request"),
+    "no memory limit": (lambda v: _c_box(v)["resources"].pop("limits"), "memory requests and limits"),
+    "grace below the drain": (lambda v: _c_pod(v).update(terminationGracePeriodSeconds=12),
+                              "terminationGracePeriodSeconds 12 is not above the preStop pause (5 s)"),
+    "service selects nothing": (lambda v: _c(v, "Service")["spec"]["selector"].update({"app.kubernetes.io/name": "x"}),
+                                "no Service imref-collector selects"),
+    "service to another port": (lambda v: _c(v, "Service")["spec"]["ports"][0].update(targetPort=8080),
+                                "must send http to the collector's port 6067"),
+    "autoscaling the worker": (lambda v: _c(v, "HorizontalPodAutoscaler")["spec"]["scaleTargetRef"].update(
+        kind="StatefulSet", name="imref-stream"), "must scale the collector's Deployment"),
+    "autoscaling on memory": (lambda v: _c(v, "HorizontalPodAutoscaler")["spec"]["metrics"][0]["resource"].update(
+        name="memory"), "must scale on CPU"),
+    "one pod": (lambda v: _c(v, "HorizontalPodAutoscaler")["spec"].update(minReplicas=1), "two pods at least"),
+    "budget blocks drains": (lambda v: _c(v, "PodDisruptionBudget")["spec"].update(minAvailable=2),
+                             "keep one pod up and still let a node drain"),
+    "no network policy": (lambda v: v.objects.remove(_c(v, "NetworkPolicy")), "no NetworkPolicy restricts the collector"),
+    "ingress to every port": (lambda v: _c(v, "NetworkPolicy")["spec"]["ingress"][0].pop("ports"),
+                              "ingress must open only its port 6067"),
+    "ingress from anywhere": (lambda v: _c(v, "NetworkPolicy")["spec"]["ingress"][0]["from"].append(
+        {"ipBlock": {"cidr": "0.0.0.0/0"}}), "from the ingress controller (and Prometheus) only"),
+    "egress to the internet": (lambda v: _c(v, "NetworkPolicy")["spec"]["egress"].append(
+        {"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"protocol": "TCP", "port": 443}]}),
+        "egress must open DNS and the Kafka ports only"),
+    "broker port closed": (lambda v: _c(v, "NetworkPolicy")["spec"]["egress"][1]["ports"].pop(1),
+                           "cannot reach DNS or the brokers"),
+    "everything routed": (lambda v: _c_ingress(v).update(path="/"), "route exactly collector.base_path /imref"),
+    "routed to another port": (lambda v: _c_ingress(v)["backend"]["service"].update(port={"number": 80}),
+                               "the collector Service's http port"),
+    "a host of its own": (lambda v: _c(v, "Ingress")["spec"]["rules"][0].update(host="collect.imref-vendor.example"),
+                          "host collect.imref-vendor.example is not a host of collector.allowed_origins"),
+    "no trusted proxy": (_c_config("proxy_hops: 1", "proxy_hops: 0"), "collector.proxy_hops must be 1 or more"),
+}
+
+
+def test_the_example_collector_breaks_no_rule(collector):
+    assert collector_problems(collector.objects, collector.settings, collector.config) == []
+    assert collector.settings.collector.base_path == "/imref" and collector.settings.collector.cookie_domains
+    kinds = sorted(o["kind"] for o in collector.objects if collector_rules.is_collector(o))
+    assert kinds == ["Deployment", "HorizontalPodAutoscaler", "Ingress", "NetworkPolicy", "PodDisruptionBudget",
+                     "Service"]
+    image = _c_box(collector)["image"]
+    assert image == one(collector.objects, "StatefulSet")["spec"]["template"]["spec"]["containers"][0]["image"]
+
+
+@pytest.mark.parametrize("name", COLLECTOR_BREAKAGES)
+def test_each_collector_rule_catches_its_breakage(collector, name):
+    breakage, expected = COLLECTOR_BREAKAGES[name]
+    breakage(collector)
+    found = collector_problems(collector.objects, collector.settings, collector.config)
+    assert any(expected in p for p in found), f"{name}: {found}"
+
+
+def test_every_collector_rule_has_a_breakage(rendered, tmp_path_factory):
+    given = set()
+    for breakage, _ in COLLECTOR_BREAKAGES.values():
+        objects = copy.deepcopy(rendered[OVERLAY])
+        text = config_text(objects)
+        tmp = tmp_path_factory.mktemp("collector")
+        v = CollectorView(objects, parse_collector_config(text, tmp / "secrets"), yaml.safe_load(text), tmp)
+        breakage(v)
+        given.update(collector_problems(v.objects, v.settings, v.config))
+    messages = _messages_of_rules(collector_rules)
+    assert len(messages) > 25
+    unexercised = [m.pattern for m in messages if not any(m.fullmatch(g) for g in given)]
+    assert not unexercised, f"collector rules no breakage case makes fire: {unexercised}"
+
+
+def test_the_collector_component_renders_into_the_overlay_and_a_broken_object_fails_its_schema(collector):
+    mine = [o for o in collector.objects if collector_rules.is_collector(o)]
+    assert {o["metadata"]["namespace"] for o in mine} == {"shop-imref"}
+    cm = next(o for o in collector.objects if o["kind"] == "ConfigMap")["metadata"]["name"]
+    assert {"name": cm} in [v.get("configMap") for v in _c_pod(collector)["volumes"]]  # the worker's, hashed name
+    for o in mine:  # the overlay's schema test covers them too; here each breakage is seen to fail
+        validate_any(o)
+    for breakage in (lambda v: _c(v, "HorizontalPodAutoscaler")["spec"].update(minReplica=2),
+                     lambda v: _c_ingress(v).pop("pathType"),
+                     lambda v: _c_box(v)["lifecycle"]["preStop"].update(exec={"command": "sleep 5"})):
+        broken = dataclasses.replace(collector, objects=copy.deepcopy(mine))
+        breakage(broken)
+        with pytest.raises(kubernetes_validate.ValidationError):
+            for o in broken.objects:
+                validate_any(o)
 
 
 # -- the config, the image ------------------------------------------------------------------------

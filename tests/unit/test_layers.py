@@ -4,6 +4,7 @@ streams.core      the domain, pure: nothing of the product but schemas and itsel
 streams.delivery  lanes, retry policy, the commit gate's ledger: core and connectors below it
 streams.flow      the per-partition flow and its two sources: core and delivery below it
 streams.runtime   the Faust worker: the only package that imports Faust (or mode)
+streams.collector the click collector process (aiohttp, aiokafka): never the worker's runtime
 streams.tools     demo, replay, configdoc: never the worker's runtime
 connectors        transports: never streams
 """
@@ -48,6 +49,7 @@ ALLOWED = {
     "streams.core": ("schemas", "streams.core"),
     "streams.delivery": ("schemas", "connectors", "streams.core", "streams.delivery"),
     "streams.flow": ("schemas", "connectors", "streams.config", "streams.core", "streams.delivery", "streams.flow"),
+    "streams.collector": ("schemas", "streams.config", "streams.kafka", "streams.logs", "streams.collector"),
     "streams.tools": ("schemas", "connectors", "streams.config", "streams.kafka", "streams.core", "streams.delivery",
                       "streams.tools"),
     "connectors": ("connectors",),

@@ -1,6 +1,6 @@
 import pytest
 
-from streams.runtime.ratelimit import RateLimits, client_key
+from streams.collector.ratelimit import RateLimits, client_key
 
 
 class Clock:
