@@ -1,6 +1,6 @@
 PY ?= python3
 
-.PHONY: setup run test unit docs lock
+.PHONY: setup run test unit docs lock image
 
 setup:
 	PY=$(PY) bash scripts/setup.sh
@@ -34,3 +34,12 @@ lock:
 	$(PY) -m pip install --quiet pip-tools
 	$(PY) -m piptools compile --quiet --extra rocksdb --strip-extras --generate-hashes --annotation-style=line \
 		--no-emit-index-url --no-emit-find-links -o deploy/requirements.lock pyproject.toml
+
+# The worker image on the Dockerfile's pinned base, for a machine that reaches a registry;
+# BASE=... builds the same file on another base. `make test` builds and runs it on a local base
+# (tests/image/).
+ENGINE ?= $(shell command -v docker || command -v podman)
+IMAGE ?= imref-stream:0.1.0
+image:
+	@test -n "$(ENGINE)" || { echo "make image: needs docker or podman (or ENGINE=...)" >&2; exit 1; }
+	$(ENGINE) build -f deploy/Dockerfile $(if $(BASE),--build-arg BASE=$(BASE)) -t $(IMAGE) .

@@ -87,8 +87,9 @@ class Conversions:
     async def on_items(self, tp, records, epoch: int) -> None:
         """One fetch of an order-items partition, in offset order."""
         sealed, now, clock = [], datetime.now(timezone.utc), monotonic()
-        for record in records:
-            sealed += self._item(tp, record, epoch, now, clock)
+        with self.orders.reading(tp.partition):  # RocksDB looks up in this partition's database only
+            for record in records:
+                sealed += self._item(tp, record, epoch, now, clock)
         self._publish_counts()
         if sealed:
             await self.flow.submit(sealed)
@@ -133,7 +134,8 @@ class Conversions:
             return
 
         def later():
-            held = self.orders.get(order_id)
+            with self.orders.reading(record.partition):
+                held = self.orders.get(order_id)
             files = tuple(held["files"]) if held else ()
             detail = refusal.detail.replace("in the open batch", f"in {', '.join(files)}" if files else
                                             "in a batch whose lines were all unattributed")
@@ -169,7 +171,8 @@ class Conversions:
                 taken[e.order_id].update(dict.fromkeys(e.lines, e.offset))
         if not taken:
             return []
-        records = batch.orders.seal(taken, batch.file_name(self._title), batch.split, time.time())
+        with self.orders.reading(batch.partition):
+            records = batch.orders.seal(taken, batch.file_name(self._title), batch.split, time.time())
         return self.orders.put(batch.partition, records) if records else []
 
     async def _resolved(self, batch: Batch) -> None:
@@ -180,7 +183,8 @@ class Conversions:
                 dropped[e.order_id].update(e.lines)
         if not dropped:
             return
-        put, delete = batch.orders.without(dropped)
+        with self.orders.reading(batch.partition):
+            put, delete = batch.orders.without(dropped)
         for sent in (self.orders.put(batch.partition, put) if put else []) + self.orders.delete(batch.partition, delete):
             await confirmed(sent)
 

@@ -302,7 +302,16 @@ def _files_read(config: dict) -> list[str]:
 def image_problems(d: Deployment, sts: dict) -> list[str]:
     found = []
     steps = _instructions(d.dockerfile)
-    froms = [arg.split()[0] for op, arg in steps if op == "FROM"]
+    # a FROM may name a build argument declared before the first stage: judge its default
+    defaults = {}
+    for op, arg in steps:
+        if op == "FROM":
+            break
+        if op == "ARG" and "=" in arg:
+            name, _, value = arg.partition("=")
+            defaults[name.strip()] = value.strip().strip('"')
+    froms = [re.sub(r"\$\{?(\w+)\}?", lambda m: defaults.get(m[1], m[0]), arg.split()[0])
+             for op, arg in steps if op == "FROM"]
     if len(froms) < 2:
         found.append("the image must be multi-stage (build tools stay out of the runtime stage)")
     for image in froms:

