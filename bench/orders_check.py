@@ -45,7 +45,9 @@ def run(items: int, resend: float = 0.06, seed: int = 1) -> dict:
         if orders.take(item["order_id"], lines, offset, 0.0, item.get("items_in_order")) is not None:
             refused += 1
             continue
-        taken.setdefault(item["order_id"], {}).update(dict.fromkeys(lines, offset))
+        order = taken.setdefault(item["order_id"], {})
+        for line in lines:
+            order[line] = offset
         rows += 1
         if rows >= ROWS:
             records = orders.seal(taken, f"f{offset}", None, 0.0)

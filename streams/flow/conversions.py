@@ -168,7 +168,8 @@ class Conversions:
         taken: dict[str, dict[str, int]] = defaultdict(dict)
         for e in batch.entries:
             if e.lines is not None:
-                taken[e.order_id].update(dict.fromkeys(e.lines, e.offset))
+                for line in e.lines:
+                    taken[e.order_id][line] = e.offset
         if not taken:
             return []
         with self.orders.reading(batch.partition):
