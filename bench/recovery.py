@@ -15,8 +15,9 @@ After a graceful stop the RocksDB files are opened and the keys counted, so a re
 stopped early cannot pass for a fast one. Then a warm restart on the same data_dir: Faust
 starts from the offsets persisted in RocksDB and should have (almost) nothing to read.
 
-The worker runs with the test-only Tansu workaround (tests/support/tansu_compat.py): without it
-the test broker's wrong ListOffsets answer makes Faust stop recovery early.
+On Tansu (IMREF_DEV_BROKER=tansu) the worker runs with the test-only workaround
+(tests/support/tansu_compat.py): without it Tansu's wrong ListOffsets answer makes Faust stop
+recovery early. noida-db, the default, needs none.
 """
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from ..flow.conversions import Conversions
 from ..flow.flow import Flow, Outputs
 from ..kafka import ssl_context
 from ..metrics import Metrics
-from . import health, reports, sweep, web
+from . import health, internals, reports, sweep, web
 from .consumer import GatedConsumer
 from .supervision import Supervisor
 from .tables import TableWriter
@@ -88,6 +88,7 @@ class ImrefApp(faust.App):
 
 
 def create_app(settings: Settings) -> ImrefApp:
+    internals.check()
     k = settings.kafka
     app = ImrefApp(
         settings.app_id,
@@ -172,8 +173,6 @@ def _track_output_topics(app: ImrefApp, topics: list[str]) -> None:
     async def track() -> None:  # an app task: runs once the producer has started
         await track_topics(app.producer._ensure_producer(), topics)
 
-    if not hasattr(app.producer, "_ensure_producer"):
-        raise RuntimeError("this Faust version's producer lacks _ensure_producer: output topics cannot be tracked")
     app.task(track)
 
 

@@ -13,7 +13,7 @@ list (Faust's per-event path -- two asyncio tasks per record in its drain loop, 
 channel, stream -- costs more than all of our own work), seeks each newly assigned partition to
 its committed offset explicitly, and commits only what the ledger says is delivered. Faust keeps
 group membership, assignment, tables, recovery, timers and the web server. The private Faust
-hooks it overrides are checked when it is created: a Faust that lacks one stops the worker.
+names it overrides or reads are in the start-up check (``streams.runtime.internals``).
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from faust.types import TP
 
 from ..delivery.failures import owned
 from ..delivery.ledger import Ledger, PartitionLedger
+from ..delivery.positions import Positions
 
 log = logging.getLogger(__name__)
 
@@ -42,83 +43,25 @@ class _UngatedReadOffsets(dict):
         return None if tp.topic in self.topics else self.get(tp)
 
 
-class _UntilSeek:
-    """The records of one fetch of a gated partition, cut off as soon as the partition is sought:
-    Faust goes on handing out a fetched batch record by record across awaits. Jumps in the
-    offsets fetched are reported: only those are offsets missing from the log."""
-
-    def __init__(self, records, consumer: "GatedConsumer", tp: TP):
-        self.records, self.consumer, self.tp = records, consumer, tp
-        self.epoch = consumer._epochs.get(tp, 0)
-
-    def __iter__(self):
-        c, tp = self.consumer, self.tp
-        within_fetch = False
-        for record in self.records:
-            if c._epochs.get(tp, 0) != self.epoch:
-                return
-            expected = c._fetch_next.get(tp)
-            if expected is not None and record.offset > expected:
-                c.ledger.fetched_gap(tp, self.epoch, expected, record.offset, within_fetch)
-            c._fetch_next[tp] = record.offset + 1
-            within_fetch = True
-            yield record
-
-
-# The Faust internals the adapter relies on: checked at start-up so that a Faust upgrade that
-# renames one stops the worker instead of silently losing the guarantee.
-FAUST_METHODS = ("_new_offset", "_filter_tps_with_pending_acks", "_commit", "_seek", "_wait_next_records",
-                 "perform_seek", "pause_partitions", "resume_partitions", "seek_to_committed", "seek_wait",
-                 "earliest_offsets",
-                 "on_partitions_revoked", "on_partitions_assigned", "assignment")
-FAUST_STATE = ("_read_offset", "_acked", "_acked_index", "_committed_offset")
-
-
-def missing_faust_hooks(consumer) -> list[str]:
-    return [name for name in FAUST_METHODS + FAUST_STATE if not hasattr(consumer, name)]
-
-
 class GatedConsumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer with ``app.ledger`` in charge of the gated topics' offsets."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        missing = missing_faust_hooks(self)
-        if missing:
-            raise RuntimeError(f"this Faust version lacks {', '.join(missing)}: the commit gate cannot hold")
         self.ledger: Ledger = self.app.ledger
         self._read_offset = _UngatedReadOffsets(self.ledger.topics)
         self.ledger.attach(self)
-        self._epochs: dict[TP, int] = {}
-        self._fetch_next: dict[TP, int] = {}  # the offset the fetch of the current epoch is at
-        self._seeking = 0  # seeks to the committed offsets in progress (they run in the consumer thread)
-        # Gated partitions whose fetched records were dropped before they had a ledger: handing
-        # them out moved the fetch position, so they are positioned again once assigned.
-        self._stale: set[TP] = set()
-        # Assignments so far, and whether the last one is revoked (assignment() goes on listing
-        # revoked partitions until the next one): a seek begun in an older assignment or after
-        # a revoke must not give ledgers to partitions that are not, or no longer, ours.
-        self._assignments, self._revoked = 0, False
+        self.positions = Positions()
 
     # -- positions ---------------------------------------------------------------------------
-    def _new_epoch(self, tp: TP) -> int:
-        epoch = self._epochs[tp] = self._epochs.get(tp, 0) + 1
-        return epoch
-
     async def _reposition(self, offsets: dict[TP, int]) -> None:
         """Seek gated partitions, in the consumer thread (aiokafka is not thread-safe, and its
-        fetches run there), with a new epoch on each side of the seek: a fetch that overlaps it
-        is dropped (see _wait_next_records), one that follows it carries the new epoch."""
-        for tp in offsets:
-            self._new_epoch(tp)
-        self._seeking += 1
-        try:
+        fetches run there); a fetch that overlaps the seek is dropped (see _wait_next_records),
+        one that follows it carries the new epoch."""
+        with self.positions.seeking(offsets):
             await self.seek_wait(offsets)
-        finally:
-            self._seeking -= 1
-        for tp, offset in offsets.items():
-            self._fetch_next[tp] = offset
-            self.ledger.positioned(tp, offset, self._new_epoch(tp))
+        for tp, epoch in self.positions.positioned(offsets).items():
+            self.ledger.positioned(tp, offsets[tp], epoch)
 
     # -- the ledger's Fetcher ------------------------------------------------------------------
     def pause_fetch(self, tp: TP) -> None:
@@ -148,14 +91,8 @@ class GatedConsumer(faust_aiokafka.Consumer):
         in the ledger goes on from what it admitted instead: everything below is held or
         delivered, and the fetch must start exactly there."""
         gated = [tp for tp in self.assignment() if self.ledger.gates(tp)]
-        for tp in gated:
-            self._new_epoch(tp)
-            self._fetch_next.pop(tp, None)  # where Faust's seek puts the fetch is not known here
-        self._seeking += 1
-        try:
+        with self.positions.seeking(gated):  # where Faust's seek puts the fetch is not known here
             committed = await super().seek_to_committed()
-        finally:
-            self._seeking -= 1
         known = {tp: self.ledger.get(tp).next for tp in gated if self.ledger.get(tp) is not None}
         if known:
             await self._reposition(known)
@@ -164,7 +101,7 @@ class GatedConsumer(faust_aiokafka.Consumer):
     async def _wait_next_records(self, timeout):
         """Faust's fetch step: records of gated topics go to their batch handlers here, the rest
         on to Faust's per-event path."""
-        epochs, seeking = dict(self._epochs), self._seeking
+        ticket = self.positions.before_fetch()
         records, active = await super()._wait_next_records(timeout)
         if not records:
             return records, active
@@ -172,17 +109,13 @@ class GatedConsumer(faust_aiokafka.Consumer):
         for tp, batch in records.items():
             if not self.ledger.gates(tp):
                 kept[tp] = batch
-            elif seeking or self._seeking or self._epochs.get(tp, 0) != epochs.get(tp, 0):
-                # Fetched while the partition was being sought: maybe from before the seek, maybe
-                # from after it (then the position is past records nobody will process).
+            elif self.positions.overlapped(ticket, tp):
                 part = self.ledger.get(tp)
-                self._fetch_next.pop(tp, None)  # the position moved past these records
+                self.positions.dropped(tp, owned=part is not None)
                 if part is not None:
                     overlapped[tp] = part.next
-                else:
-                    self._stale.add(tp)
             else:
-                batches.append(_UntilSeek(batch, self, tp))
+                batches.append(self.positions.fetched(tp, batch, self.ledger.fetched_gap))
         if overlapped:
             await self._reposition(overlapped)
         for fetched in batches:
@@ -194,9 +127,9 @@ class GatedConsumer(faust_aiokafka.Consumer):
         """Faust seeks every partition to its committed offset after a rebalance (and when it
         repositions a stalled fetch). A newly assigned gated partition gets a ledger, positioned
         explicitly at its committed offset (the log start if it has none)."""
-        assignment = self._assignments
+        assignment = self.positions.assignment()
         await super().perform_seek()
-        if self._revoked or assignment != self._assignments:
+        if not self.positions.current(assignment):
             return  # Faust's recovery seeks again for the current assignment, and that seek positions them
         fresh = [tp for tp in self.assignment() if self.ledger.gates(tp) and self.ledger.get(tp) is None]
         if not fresh:
@@ -204,34 +137,35 @@ class GatedConsumer(faust_aiokafka.Consumer):
         uncommitted = [tp for tp in fresh if not self._committed_offset.get(tp)]
         start = dict(await self.earliest_offsets(*uncommitted)) if uncommitted else {}
         offsets = {tp: self._committed_offset.get(tp) or start.get(tp) or 0 for tp in fresh}
-        self._stale.difference_update(fresh)
+        self.positions.take_stale(fresh)
         await self._reposition(offsets)
         # A fetch that was in flight across the seek may have been handed out (moving the
         # position past the committed offset) and dropped meanwhile, with no ledger to seek back.
-        while stale := {tp: offsets[tp] for tp in self._stale & offsets.keys()}:
-            self._stale.difference_update(stale)
-            await self._reposition(stale)
+        while stale := self.positions.take_stale(offsets):
+            await self._reposition({tp: offsets[tp] for tp in stale})
         for tp, offset in offsets.items():
-            self.ledger.assign(tp, offset, self._epochs[tp])
+            self.ledger.assign(tp, offset, self.positions.epoch(tp))
 
     async def on_partitions_revoked(self, revoked) -> None:
         # What is delivered is committed before the partitions go, or the next owner (maybe this
         # worker, seconds later) reads it all again: under repeated rebalances nothing would ever
         # be committed. A group already past this generation refuses it (Faust returns False).
         await self.commit()
-        self._revoked = True
+        self.positions.revoked()
         self.ledger.revoke(revoked)
         await super().on_partitions_revoked(revoked)
 
     async def on_partitions_assigned(self, assigned, generation_id: int = 0) -> None:
-        self._assignments, self._revoked = self._assignments + 1, False
+        self.positions.assigned()
         await super().on_partitions_assigned(assigned, generation_id)
 
     def open_broker_connections(self) -> int:
         """Connections of this consumer's Kafka client that are up, for the readiness check: 0
         before the client exists (the client is aiokafka's, inside Faust's consumer thread)."""
-        client = getattr(getattr(self._thread, "_consumer", None), "_client", None)
-        return sum(conn.connected() for conn in getattr(client, "_conns", {}).values())
+        consumer = self._thread._consumer  # None until the consumer thread has started
+        if consumer is None:
+            return 0
+        return sum(conn.connected() for conn in consumer._client._conns.values())
 
     # -- commits -----------------------------------------------------------------------------
     def _filter_tps_with_pending_acks(self, topics=None):

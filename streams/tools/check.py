@@ -96,11 +96,21 @@ def kafka_checks(settings: Settings) -> Iterator[Check]:
         yield Check(False, "kafka", f"cannot connect to {where}: {_error(exc)}", KAFKA_FIX)
         return
     try:
-        yield Check(True, "kafka", f"connected to {where}, {len(admin.describe_cluster()['brokers'])} broker(s)")
+        yield Check(True, "kafka", f"connected to {where}{_brokers(admin)}")
         sizes = yield from topic_checks(settings, admin)
         yield group_check(settings, admin, [t for t, n in sizes.items() if n])
     finally:
         admin.close()
+
+
+def _brokers(admin) -> str:
+    """", N broker(s)", or nothing where kafka-python cannot tell: it reads the fields of
+    DescribeCluster v1 from a broker that answers only v0 (Kafka 2.8 to 3.6, noida-db) and fails
+    with KeyError."""
+    try:
+        return f", {len(admin.describe_cluster()['brokers'])} broker(s)"
+    except KeyError:
+        return ""
 
 
 def topics(settings: Settings) -> tuple[list[str], list[str], list[str]]:

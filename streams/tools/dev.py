@@ -52,7 +52,8 @@ def run_dev_broker(port: int | None, config: str | None, log: str) -> int:
               file=sys.stderr)
         return 1
     try:
-        print(f"broker    {broker.bootstrap}   (in memory: everything is gone when it stops; log: {log})")
+        print(f"broker    {broker.bootstrap}   ({broker.kind.title}, in memory: everything is gone when it stops; "
+              f"log: {log})")
         print(f'config    kafka: {{brokers: ["kafka://{broker.bootstrap}"]}}')
         if settings is not None:
             names = input_topics(settings)
@@ -60,6 +61,9 @@ def run_dev_broker(port: int | None, config: str | None, log: str) -> int:
             print(f"topics    {', '.join(names)} ({settings.topics.partitions} partitions)")
             if _local_port(settings) != port:
                 print(f"note      {config} points at {', '.join(settings.kafka.brokers)}: set kafka.brokers as above")
+            if settings.kafka.instance_id is None and not broker.kind.expires_sessions:
+                print(f"note      {broker.kind.title} never expires the session of a worker killed without "
+                      "leaving: set kafka.instance_id (static membership) so that its restart takes its place")
         print("stop      Ctrl-C", flush=True)
         while not stop.wait(0.5):
             if broker.proc.poll() is not None:

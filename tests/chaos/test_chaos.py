@@ -21,6 +21,7 @@ def test_kill_9_at_every_injected_point(broker, tmp_path):
     assert result.facts["resent"] > 0, result.note
 
 
+@pytest.mark.broker(scenarios.REBALANCE_NEEDS[0], reason=scenarios.REBALANCE_NEEDS[1])
 def test_rebalance_under_load(broker, tmp_path):
     check(scenarios.rebalance(broker, tmp_path, cycles=3))
 

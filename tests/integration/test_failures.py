@@ -8,7 +8,6 @@ of its own (tests/support/kafkaproxy.py); a seek is failed by the test hooks
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -17,16 +16,18 @@ from pathlib import Path
 
 import orjson
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from streams.tools.devbroker import DevBroker, free_port
-from tests.support.harness import WorkerProcess, produce, read_csv_files, read_topic, write_config
-from tests.support.kafkaproxy import PRODUCE, KafkaProxy
+from streams.tools.devbroker import free_port
+from tests.support.harness import (WorkerProcess, metrics, produce, read_csv_files, read_topic, status, wait_until,
+                                   write_config)
+from tests.support.kafkaproxy import PRODUCE
 from tests.support.servers import PASSWORD, USER, FtpServer, SftpServer
 
 pytestmark = pytest.mark.integration
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 STOPPED_WITHIN_S = 60
+PROXIED = pytest.mark.broker("advertises_any_port", reason="the Kafka proxy stands in front only of a broker that "
+                                                           "sends clients back to the proxy's port")
 
 
 def item(n: int) -> tuple[bytes, bytes]:
@@ -54,25 +55,7 @@ def get(url: str) -> tuple[int, dict]:
 
 
 def metric(port: int, name: str, **labels) -> float | None:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=20) as r:
-        body = r.read().decode()
-    for family in text_string_to_metric_families(body):
-        for s in family.samples:
-            if s.name == name and s.labels == labels:
-                return s.value
-    return None
-
-
-def wait_until(predicate, what: str, worker: WorkerProcess, timeout: float = 60):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if worker.proc.poll() is not None:
-            raise AssertionError(f"worker exited ({worker.proc.returncode}) while waiting for {what}:\n"
-                                 f"{worker.log_text()[-3000:]}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached in {timeout}s:\n{worker.log_text()[-3000:]}")
-        time.sleep(0.2)
-    return value
+    return metrics(port).get((name, tuple(sorted(labels.items()))))
 
 
 def delivered(out: Path) -> Counter:
@@ -102,23 +85,10 @@ def restart_and_deliver(cfg: Path, log: Path, out: Path, count: int) -> None:
     worker = WorkerProcess(cfg, log).start()
     try:
         worker.wait_ready()
-        wait_until(lambda: sum(delivered(out).values()) >= count, f"{count} rows after the restart", worker)
+        wait_until(lambda: sum(delivered(out).values()) >= count, 60, f"{count} rows after the restart", worker)
     finally:
         assert worker.stop() == 0
     assert_each_once(out, count)
-
-
-@pytest.fixture(scope="module")
-def proxied(tmp_path_factory):
-    """(broker, proxy): a broker of its own, reached only through the proxy."""
-    proxy_port = free_port()
-    broker = DevBroker(tmp_path_factory.mktemp("proxied") / "broker.log", advertised_port=proxy_port).start()
-    proxy = KafkaProxy(broker.port, proxy_port).start()
-    try:
-        yield broker, proxy
-    finally:
-        proxy.stop()
-        broker.stop()
 
 
 def config(tmp_path: Path, bootstrap: str, app_id: str, port: int, web: dict | None = None, **sections) -> Path:
@@ -129,6 +99,7 @@ def config(tmp_path: Path, bootstrap: str, app_id: str, port: int, web: dict | N
 
 # -- the broker refuses a side output or a table write ---------------------------------------------
 
+@PROXIED
 @pytest.mark.parametrize("refused", ["dead-letter", "batch-cuts-changelog"])
 def test_a_record_the_broker_refuses_stops_the_worker_with_why_and_the_restart_delivers_all(
         proxied, tmp_path, app_id, refused):
@@ -157,6 +128,7 @@ def test_a_record_the_broker_refuses_stops_the_worker_with_why_and_the_restart_d
         assert len(dead) == 3, sources
 
 
+@PROXIED
 def test_a_side_output_held_by_the_broker_is_an_internal_stall_on_healthz(proxied, tmp_path, app_id):
     """The broker does not answer the worker's Produce requests: the file waits for its dead letter
     while its connection is healthy. /healthz fails naming the step (Kubernetes would restart the
@@ -171,13 +143,13 @@ def test_a_side_output_held_by_the_broker_is_an_internal_stall_on_healthz(proxie
         worker.wait_ready()
         proxy.hold(lambda r: r.api_key == PRODUCE and (r.client_id or "").startswith("faust"))
         produce(bootstrap, f"{app_id}.order-items", items(0, 4) + invalid(1) + items(4, 6))
-        code, live = wait_until(lambda: (r := get(f"{base}/healthz"))[0] == 503 and r, "/healthz 503", worker)
+        code, live = wait_until(lambda: (r := get(f"{base}/healthz"))[0] == 503 and r, 60, "/healthz 503", worker)
         assert any(r.startswith("internal stall: partition") and "making" in r for r in live["reasons"]), live
         assert get(f"{base}/readyz")[0] == 200
         assert metric(port, "imref_internal_stalls") >= 1
         proxy.release()
-        wait_until(lambda: sum(delivered(out).values()) >= 10, "10 rows", worker)
-        wait_until(lambda: get(f"{base}/healthz")[0] == 200, "/healthz 200 again", worker)
+        wait_until(lambda: sum(delivered(out).values()) >= 10, 60, "10 rows", worker)
+        wait_until(lambda: get(f"{base}/healthz")[0] == 200, 60, "/healthz 200 again", worker)
     finally:
         proxy.release()
         assert worker.stop() == 0
@@ -222,11 +194,11 @@ def test_an_object_store_down_at_start_up_holds_the_files_until_it_is_back(broke
             worker.wait_ready()
             produce(broker.bootstrap, f"{app_id}.order-items", items(0, 10))
             wait_until(lambda: (metric(port, "imref_upload_failures_total", connection="store") or 0) >= 2,
-                       "failed uploads", worker)
+                       60, "failed uploads", worker)
             assert get(f"{base}/readyz")[0] == 200 and get(f"{base}/healthz")[0] == 200
             assert metric(port, "imref_connection_configuration_error", connection="store") == 0  # an outage
             store.up()
-            wait_until(lambda: sum(delivered(tmp_path / "store" / "outbox").values()) >= 10, "10 rows", worker)
+            wait_until(lambda: sum(delivered(tmp_path / "store" / "outbox").values()) >= 10, 60, "10 rows", worker)
         finally:
             assert worker.stop() == 0
     assert_each_once(tmp_path / "store" / "outbox", 10)
@@ -250,17 +222,17 @@ def test_an_unknown_host_key_is_a_configuration_error_named_at_start_up(broker, 
         try:
             worker.wait_ready()
             wait_until(lambda: metric(port, "imref_connection_configuration_error", connection="impact sftp") == 1,
-                       "the configuration error in the metric", worker)
-            [health] = get(f"{base}/status.json")[1]["connections"]
+                       60, "the configuration error in the metric", worker)
+            [health] = status(port)["connections"]
             assert health["configuration_error"] == "host key not in known_hosts" and not health["ok"], health
             assert "configuration error at start-up: host key not in known_hosts" in worker.log_text()
             assert "ssh-keyscan" in worker.log_text()  # the fix, as `imref-stream check` names it
             produce(broker.bootstrap, f"{app_id}.order-items", items(0, 10))
             wait_until(lambda: (metric(port, "imref_upload_failures_total", connection="impact sftp") or 0) >= 1,
-                       "a failed upload", worker)
+                       60, "a failed upload", worker)
             assert get(f"{base}/readyz")[0] == 200 and get(f"{base}/healthz")[0] == 200
             sftp.pin()
-            wait_until(lambda: sum(delivered(tmp_path / "sftp").values()) >= 10, "10 rows", worker)
+            wait_until(lambda: sum(delivered(tmp_path / "sftp").values()) >= 10, 60, "10 rows", worker)
             assert metric(port, "imref_connection_configuration_error", connection="impact sftp") == 0
             assert PASSWORD not in worker.log_text()
         finally:

@@ -5,19 +5,18 @@ events, not by the product's code."""
 from __future__ import annotations
 
 import itertools
-import json
 import re
-import time
-import urllib.request
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 import orjson
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from streams.tools.devbroker import free_port
-from tests.support.harness import WorkerProcess, produce, read_csv_files, read_topic, wait_for_rows, write_config
+from tests.support import events
+from tests.support.events import rows_of
+from tests.support.harness import (WorkerProcess, ends, metrics, produce, read_csv_files, read_topic, status,
+                                   wait_committed, wait_for_rows, wait_until, write_config)
 
 pytestmark = pytest.mark.integration
 
@@ -36,8 +35,8 @@ except ImportError:
 
 
 def item(cid, order, sku, qty, amount, currency="EUR", **extra):
-    return {"order_id": order, "customer_id": cid, "occurred_at": (NOW - timedelta(minutes=5)).isoformat(),
-            "currency": currency, "amount": amount, "category": "Garden", "sku": sku, "quantity": qty, **extra}
+    return events.item(cid, order, NOW - timedelta(minutes=5), sku=sku, quantity=qty, amount=amount,
+                       currency=currency, **extra)
 
 
 def change(cid, order, kind, reason, items=None, change_id=None):
@@ -50,23 +49,7 @@ def change(cid, order, kind, reason, items=None, change_id=None):
 def acked_items(port: int, topic: str) -> int:
     """Order items acked (their files confirmed, their orders recorded), from the commit gate's
     ledger on the status page: the topic is fresh, so each partition counts from offset 0."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status.json", timeout=20) as r:
-        return sum(p["delivered_to"] for p in json.load(r)["partitions"] if p["topic"] == topic)
-
-
-def wait_until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached in {timeout}s")
-        time.sleep(0.2)
-
-
-def metrics(port: int) -> dict:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=20) as r:
-        body = r.read().decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(body) for s in family.samples}
+    return sum(p["delivered_to"] for p in status(port)["partitions"] if p["topic"] == topic)
 
 
 @pytest.fixture(scope="module")
@@ -91,10 +74,8 @@ def scenario(broker, tmp_path_factory):
     worker = WorkerProcess(cfg, tmp / "worker.log").start()
     worker.wait_ready()
 
-    produce(broker.bootstrap, topics["clicks"], [
-        (c.encode(), orjson.dumps({"customer_id": c, "im_ref": f"REF-{c}",
-                                   "occurred_at": (NOW - timedelta(hours=1)).isoformat()}))
-        for c in ("C1", "C2", "C3", "C4")])
+    produce(broker.bootstrap, topics["clicks"], [events.click(c, f"REF-{c}", NOW - timedelta(hours=1))
+                                                 for c in ("C1", "C2", "C3", "C4")])
     items = [
         item("C1", "O1", "A", 2, "20.00", promo_code="=SAVE10", customer_status="NEW", item_subcategory="Tools"),
         item("C1", "O1", "B", 1, "10.00", promo_code="=SAVE10", customer_status="NEW"),
@@ -104,10 +85,10 @@ def scenario(broker, tmp_path_factory):
         item("C4", "O4", "F", 2, "40.00"),
         item("C4", "O4", "G", 1, "7.25"),
     ]
-    produce(broker.bootstrap, topics["order-items"], [(i["customer_id"].encode(), orjson.dumps(i)) for i in items])
+    produce(broker.bootstrap, topics["order-items"], events.items(*items))
     conv_files = wait_for_rows(conv, len(items), timeout=60, worker=worker)
     # A change is matched only once its order's file is confirmed and the order recorded.
-    wait_until(lambda: acked_items(port, topics["order-items"]) >= len(items), 30, "conversion batches acked")
+    wait_until(lambda: acked_items(port, topics["order-items"]) >= len(items), 30, "conversion batches acked", worker)
 
     changes = [
         change("C1", "O1", "partial_return", "ITEM_RETURNED", [("A", 1, "10.00")], change_id="RET-O1-A"),
@@ -136,9 +117,10 @@ def scenario(broker, tmp_path_factory):
         ["O4", "4321", "7.25", "EUR", "ITEM_RETURNED"],
     ]
     mod_files = wait_for_rows(mods, len(expected), timeout=60, worker=worker)
-    unmatched = read_topic(broker.bootstrap, topics["unmatched-changes"], expect=3)
-    dead = read_topic(broker.bootstrap, topics["dead-letter"], expect=3)
-    time.sleep(2)  # a row too many or a duplicate file would show up now
+    # Every change committed: no row, file, unmatched change or dead letter is still to come.
+    wait_committed(broker.bootstrap, app_id, topics["order-changes"], ends(metas), worker)
+    unmatched = read_topic(broker.bootstrap, topics["unmatched-changes"], expect=3, settle_s=0)
+    dead = read_topic(broker.bootstrap, topics["dead-letter"], expect=3, settle_s=0)
     mod_files = read_csv_files(mods)
     counted = metrics(port)
 
@@ -148,20 +130,16 @@ def scenario(broker, tmp_path_factory):
     write_config(tmp / "config.yaml", data_dir=tmp / "data-after-restart", **settings)
     worker.start()
     worker.wait_ready()
-    produce(broker.bootstrap, topics["order-changes"], [change("C1", "O1", "partial_return", "DAMAGED",
-                                                               [("C", 1, "5.50")])])
+    metas += produce(broker.bootstrap, topics["order-changes"], [change("C1", "O1", "partial_return", "DAMAGED",
+                                                                        [("C", 1, "5.50")])])
     after_restart = ["O1", "4321", "10.00", "EUR", "DAMAGED"]
-    files_after = wait_for_rows(mods, len(expected) + 1, timeout=60, worker=worker)
-    time.sleep(1.5)
+    wait_for_rows(mods, len(expected) + 1, timeout=60, worker=worker)
+    wait_committed(broker.bootstrap, app_id, topics["order-changes"], ends(metas), worker)
     files_after = read_csv_files(mods)
     exit_code = worker.stop()
     return dict(items=items, conv_files=read_csv_files(conv), mod_files=mod_files, expected=expected,
                 unmatched=unmatched, dead=dead, origin=origin, counted=counted, files_after=files_after,
                 after_restart=after_restart, exit_codes=(first_stop, exit_code), worker=worker, topics=topics)
-
-
-def rows_of(files):
-    return [tuple(r) for rows in files.values() for r in rows[1:]]
 
 
 def test_modification_file_holds_exactly_the_expected_rows(scenario):

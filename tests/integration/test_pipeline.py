@@ -4,14 +4,17 @@ the produced events, independently of the product's own formatting code."""
 from __future__ import annotations
 
 import re
-import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 import orjson
 import pytest
 
-from tests.support.harness import WorkerProcess, produce, read_csv_files, read_topic, wait_for_rows, write_config
+from streams.tools.devbroker import free_port
+from tests.support import events
+from tests.support.events import encode, rows_of
+from tests.support.harness import (WorkerProcess, ends, metrics, produce, read_csv_files, read_topic,
+                                   wait_committed, wait_for_rows, wait_until, write_config)
 
 pytestmark = pytest.mark.integration
 
@@ -21,19 +24,13 @@ MAX_ROWS = 7
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 
 
-def iso(dt: datetime) -> str:
-    return dt.isoformat()
-
-
 def click(cid: str, ref: str, at: datetime) -> tuple[bytes, bytes]:
-    return cid.encode(), orjson.dumps({"customer_id": cid, "im_ref": ref, "occurred_at": iso(at),
-                                       "landing_url": f"https://shop.example/p?im_ref={ref}"})
+    return events.click(cid, ref, at, landing_url=f"https://shop.example/p?im_ref={ref}")
 
 
 def item(cid: str, order: str, n: int, **extra) -> dict:
-    return {"order_id": order, "customer_id": cid, "occurred_at": iso(NOW - timedelta(minutes=5)),
-            "currency": "EUR", "amount": f"{10 + n}.50", "category": "Garden", "sku": f"SKU-{order}-{n}",
-            "quantity": 1 + n % 2, **extra}
+    return events.item(cid, order, NOW - timedelta(minutes=5),
+                       **{"sku": f"SKU-{order}-{n}", "amount": f"{10 + n}.50", "quantity": 1 + n % 2, **extra})
 
 
 def expected_row(it: dict, click_id: str) -> list[str]:
@@ -41,17 +38,14 @@ def expected_row(it: dict, click_id: str) -> list[str]:
             it["amount"], it["category"], it["sku"], str(it["quantity"])]
 
 
-def encode(it: dict) -> tuple[bytes, bytes]:
-    return it["customer_id"].encode(), orjson.dumps(it)
-
-
 @pytest.fixture(scope="module")
 def scenario(broker, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pipeline")
-    app_id = "e2e"
+    app_id, port = "e2e", free_port()
     out = tmp / "out"
     cfg = write_config(tmp / "config.yaml", bootstrap=broker.bootstrap, app_id=app_id, out_dir=out,
                        data_dir=tmp / "data", attribution={"grace_s": 6, "window_days": 30},
+                       web={"enabled": True, "host": "127.0.0.1", "port": port},
                        batch={"max_rows": MAX_ROWS, "max_age_s": 1.5, "file_title": "acme-conversions"})
     topics = {k: f"{app_id}.{k}" for k in ("clicks", "order-items", "unattributed", "dead-letter")}
     worker = WorkerProcess(cfg, tmp / "worker.log").start()
@@ -60,11 +54,12 @@ def scenario(broker, tmp_path_factory):
     expected, unattributed, dead = [], {}, {}
     clicks = [click(f"C{i:03d}", f"REF{i:03d}x", NOW - timedelta(hours=1)) for i in range(20)]
     clicks.append(click("C025", "OLDREF", NOW - timedelta(days=40)))  # outside the 30-day window
-    produce(broker.bootstrap, topics["clicks"], clicks)
+    clicked = produce(broker.bootstrap, topics["clicks"], clicks)
     bad_click_value = b'{"customer_id": "C099", "im_ref": '
     bad_click = produce(broker.bootstrap, topics["clicks"], [(b"C099", bad_click_value)])[0]
     dead[(bad_click.topic, bad_click.partition, bad_click.offset)] = "malformed_json"
-    time.sleep(1.0)
+    # In the table before their orders (a click committed is in the table and its changelog).
+    wait_committed(broker.bootstrap, app_id, topics["clicks"], ends(clicked + [bad_click]), worker)
 
     items = []
     for i in range(20):  # joined through the click table; 1-3 items per order
@@ -84,7 +79,7 @@ def scenario(broker, tmp_path_factory):
         "unknown_currency": encode(item("C031", "O031", 0, currency="XYZ")),
         "id_too_long": encode(item("C032", "O" * 65, 0)),
         "personal_data_in_customer_id": encode(item("jane.doe@example.com", "O033", 0)),
-        "event_date_too_old": encode(item("C034", "O034", 0, occurred_at=iso(NOW - timedelta(days=89)))),
+        "event_date_too_old": encode(item("C034", "O034", 0, occurred_at=(NOW - timedelta(days=89)).isoformat())),
         "schema_violation": encode(item("C035", "O035", 0, quantity=0)),
         "key_mismatch": (b"C036", orjson.dumps(item("C037", "O036", 0))),
     }
@@ -102,24 +97,24 @@ def scenario(broker, tmp_path_factory):
         m = by_value[orjson.dumps(it)]
         unattributed[(m.topic, m.partition, m.offset)] = reason
 
-    time.sleep(1.5)  # the late clicks arrive after their orders, inside the 6 s grace
-    produce(broker.bootstrap, topics["clicks"], [click(f"C{i:03d}", f"LATE{i}", NOW - timedelta(minutes=30))
-                                                 for i in (23, 24)])
+    # The late clicks arrive after the worker has taken in their orders, inside the 6 s grace.
+    wait_until(lambda: metrics(port).get(("imref_events_in_total", (("kind", "items"),)), 0) >= len(records), 30,
+               "every item taken in", worker)
+    late_clicks = produce(broker.bootstrap, topics["clicks"], [click(f"C{i:03d}", f"LATE{i}", NOW - timedelta(minutes=30))
+                                                               for i in (23, 24)])
     expected += [expected_row(it, f"LATE{it['customer_id'][1:].lstrip('0')}") for it in late]
 
-    files = wait_for_rows(out, len(expected), timeout=60, worker=worker)
-    dlq = read_topic(broker.bootstrap, topics["dead-letter"], expect=len(dead))
-    unattr = read_topic(broker.bootstrap, topics["unattributed"], expect=len(unattributed))
-    time.sleep(2)  # anything extra (a duplicate file, a row too many) would show up now
+    wait_for_rows(out, len(expected), timeout=60, worker=worker)
+    # Everything committed: no file, dead letter or unattributed item is still to come.
+    wait_committed(broker.bootstrap, app_id, topics["order-items"], ends(metas), worker)
+    wait_committed(broker.bootstrap, app_id, topics["clicks"], ends(clicked + [bad_click] + late_clicks), worker)
+    dlq = read_topic(broker.bootstrap, topics["dead-letter"], expect=len(dead), settle_s=0)
+    unattr = read_topic(broker.bootstrap, topics["unattributed"], expect=len(unattributed), settle_s=0)
     files = read_csv_files(out)
     exit_code = worker.stop()
     return dict(files=files, expected=expected, dlq=dlq, dead=dead, unattr=unattr,
                 unattributed=unattributed, exit_code=exit_code, join_s=join_s,
                 produced={**by_value, bad_click_value: bad_click}, worker=worker)
-
-
-def rows_of(files):
-    return [row for rows in files.values() for row in rows[1:]]
 
 
 def test_files_hold_exactly_the_expected_rows(scenario):

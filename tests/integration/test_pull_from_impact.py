@@ -237,8 +237,6 @@ def test_the_worker_polls_as_leader_and_remembers_across_a_restart(broker, app_i
     try:
         worker.wait_ready()
         wait_for_records(broker.bootstrap, topic, 2, worker)
-        worker.wait_for_log("pulled from impact: connection='impact bonus reports' "
-                            "file=Performance_Bonus_Detail_20261101.csv")
     finally:
         assert worker.stop() == 0
 
@@ -246,15 +244,16 @@ def test_the_worker_polls_as_leader_and_remembers_across_a_restart(broker, app_i
     worker = WorkerProcess(cfg, log, env=env).start()
     try:
         worker.wait_ready()
-        worker.wait_for_log("file=Performance_Bonus_Detail_20261102.csv")
         records = wait_for_records(broker.bootstrap, topic, 5, worker)
     finally:
         assert worker.stop() == 0
+    # The first file not again after the restart: its rows once.
     assert rows_by_file(records) == {"Performance_Bonus_Detail_20261101.csv": [1, 2],
                                      "Performance_Bonus_Detail_20261102.csv": [1, 2, 3]}
-    assert "file=Performance_Bonus_Detail_20261101.csv" not in worker.log_text()  # not again after the restart
 
 
+@pytest.mark.broker("expires_sessions", reason="the worker killed at its fault point has no static membership: "
+                                              "its successor joins once the dead member's session has expired")
 def test_a_crash_between_publish_and_record_publishes_the_rows_again_with_the_same_keys(broker, app_id, sftp,
                                                                                         tmp_path):
     (sftp.root / "reports" / "Performance_Bonus_Detail_20261101.csv").write_bytes(report(1, 2))
@@ -264,14 +263,11 @@ def test_a_crash_between_publish_and_record_publishes_the_rows_again_with_the_sa
     log = tmp_path / "worker.log"
 
     crashing = WorkerProcess(cfg, log, env={**env, "IMREF_FAULTS": "pulled_not_recorded@1"}).start()
-    deadline = time.monotonic() + 90
-    while crashing.proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
+    crashing.proc.wait(90)
     assert crashing.proc.returncode == -9, crashing.log_text()[-3000:]  # killed after the rows were confirmed
 
     worker = WorkerProcess(cfg, log, env=env).start()
     try:
-        worker.wait_for_log("file=Performance_Bonus_Detail_20261101.csv", timeout=90)
         records = wait_for_records(broker.bootstrap, topic, 4, worker)
     finally:
         assert worker.stop() == 0

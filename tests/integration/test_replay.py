@@ -174,7 +174,7 @@ def test_replay_writes_exactly_the_rows_of_the_range(broker, tmp_path):
 
 def test_replay_refuses_times_without_zone_and_empty_ranges(tmp_path):
     cfg = write_config(tmp_path / "config.yaml", bootstrap="127.0.0.1:9", app_id="replay-args",
-                       out_dir=tmp_path / "out", data_dir=tmp_path / "data")
+                       out_dir=tmp_path / "out", data_dir=tmp_path / "data", declare_topics=False)
     run = replay(cfg, "--from", "2026-11-01T00:00:00", "--to", "2026-11-02T00:00:00Z")
     assert run.returncode == 2 and "has no zone" in run.stderr
     run = replay(cfg, "--from", "2026-11-02T00:00:00Z", "--to", "2026-11-01T00:00:00Z")

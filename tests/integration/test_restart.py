@@ -1,14 +1,15 @@
 """kill -9 of the worker while it writes files, then restart: no row lost, none in two files."""
 from __future__ import annotations
 
-import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 import orjson
 import pytest
 
-from tests.support.harness import WorkerProcess, produce, read_csv_files, wait_for_rows, write_config
+from tests.support.events import click
+from tests.support.harness import (WorkerProcess, ends, produce, read_csv_files, wait_committed, wait_for_rows,
+                                   wait_until, write_config)
 
 pytestmark = pytest.mark.integration
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
@@ -33,32 +34,32 @@ def test_kill_9_and_restart_loses_no_row_and_writes_none_twice(broker, tmp_path,
                        data_dir=tmp_path / "data", kafka={"instance_id": "worker-0"}, store="rocksdb://",
                        attribution={"grace_s": 2}, batch={"max_rows": 10, "max_age_s": 1})
     items = f"{app_id}.order-items"
-    produce(broker.bootstrap, f"{app_id}.clicks",
-            [(f"K{c:04d}".encode(), orjson.dumps({"customer_id": f"K{c:04d}", "im_ref": f"IMK{c:04d}",
-                                                  "occurred_at": (NOW - timedelta(hours=2)).isoformat()}))
-             for c in range(150)])
+    produce(broker.bootstrap, f"{app_id}.clicks", [click(f"K{c:04d}", f"IMK{c:04d}", NOW - timedelta(hours=2))
+                                                   for c in range(150)])
     worker = WorkerProcess(cfg, tmp_path / "worker.log").start()
     timings = {"join_s": worker.wait_ready()}
-    expected, next_order = [], 0
+    expected, produced, next_order = [], [], 0
     restarts = []
     for round_ in range(3):
         for _ in range(3):
             records, rows = wave(next_order, 40)
             next_order += 40
             expected += rows
-            produce(broker.bootstrap, items, records)
-            time.sleep(0.7)
+            before = set(out.glob("*.csv"))
+            produced += produce(broker.bootstrap, items, records)
         if round_ < 2:
-            worker.wait_for_log("delivered", timeout=30)
-            worker.kill()  # mid-stream: batches open, uploading and acked-but-uncommitted
+            # Killed as it delivers: a file of these records confirmed, others open, uploading or
+            # acked but not committed (the commit interval is 1 s).
+            wait_until(lambda: set(out.glob("*.csv")) - before, 30, "a file delivered", worker, every=0.02)
+            worker.kill()
             records, rows = wave(next_order, 40)  # traffic goes on while the worker is down
             next_order += 40
             expected += rows
-            produce(broker.bootstrap, items, records)
+            produced += produce(broker.bootstrap, items, records)
             worker.start()
             restarts.append(worker.wait_ready())
-    files = wait_for_rows(out, len(expected), timeout=120, worker=worker)
-    time.sleep(3)
+    wait_for_rows(out, len(expected), timeout=120, worker=worker)
+    wait_committed(broker.bootstrap, app_id, items, ends(produced), worker)  # no file is still to come
     files = read_csv_files(out)
     assert worker.stop() == 0
 

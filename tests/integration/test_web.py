@@ -127,7 +127,10 @@ def test_status_page_lists_files_and_dead_letters_and_updates_live(worker):
             new = sorted(set(files) - before)[-1]
             expect(page.locator("#files tbody")).to_contain_text(new, timeout=10_000)
             expect(page.locator("#dead-letter tbody tr", has_text="malformed_json")).to_contain_text("4")
-            assert page.locator("#files tbody tr", has_text=new).locator("td").nth(3).text_content() == "delivered"
+            # The page lists a file from the moment it is held; it says delivered once the upload's
+            # confirmation is recorded, which can come after the file is in the folder.
+            expect(page.locator("#files tbody tr", has_text=new).locator("td").nth(3)).to_have_text("delivered",
+                                                                                                  timeout=10_000)
             SCREENSHOT.parent.mkdir(exist_ok=True)
             page.screenshot(path=str(SCREENSHOT), full_page=True)
         finally:

@@ -8,7 +8,8 @@ Loaded by ``sitecustomize`` when ``IMREF_TEST_HOOKS`` is set:
 - ``IMREF_TEST_HOLD=<dir>``: while ``<dir>/hold`` exists (each hold a new token in it), the first
   upload that reaches the fault point ``mid_upload`` (fsspec: the temporary file written, not yet renamed) marks itself as
   ``<dir>/held-<n>`` and waits in its upload thread; the event loop, heartbeats included, goes on.
-  The consumer marks ``<dir>/revoked-<n>`` when it revokes partitions and ``<dir>/regained-<n>``
+  The consumer marks ``<dir>/revoking-<n>`` as it begins to revoke partitions (its revoke may wait
+  for the producer), ``<dir>/revoked-<n>`` once it has revoked them and ``<dir>/regained-<n>``
   when the commit gate has positioned every gated partition of the next assignment: the
   rebalance is over (a seek alone is not: Faust also seeks while it revokes, and a delayed seek
   of the previous assignment can end after the revoke). A rebalance requested before that point
@@ -60,7 +61,7 @@ signal.signal(signal.SIGHUP, _rejoin)
 _hold = os.environ.get("IMREF_TEST_HOLD")
 if _hold:
     _gate = Path(_hold)
-    _counts = {name: itertools.count(1) for name in ("held", "revoked", "regained")}
+    _counts = {name: itertools.count(1) for name in ("held", "revoking", "revoked", "regained")}
     _lock = threading.Lock()
     _point = faults.point
     _revoke, _seek = Consumer.on_partitions_revoked, GatedConsumer.perform_seek
@@ -95,6 +96,8 @@ if _hold:
         _point(name)
 
     async def _marked_revoke(self, revoked) -> None:
+        if revoked:
+            _mark("revoking")
         await _revoke(self, revoked)
         if revoked:
             _mark("revoked")

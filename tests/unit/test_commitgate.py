@@ -137,19 +137,3 @@ def test_a_delivery_after_the_revoke_never_reaches_the_next_assignment():
     assert not g.delivered(old, 792, 841)  # the upload confirmed between revoke and re-assignment
     assert g.committable(ITEMS) is None and new.next == 792
     assert admit_all(g, range(792, 800), epoch=2) == list(range(792, 800))
-
-
-def test_the_installed_faust_has_every_hook_the_gate_needs_and_a_missing_one_is_named():
-    from faust.transport.drivers.aiokafka import Consumer
-
-    from streams.runtime.consumer import FAUST_METHODS, FAUST_STATE, missing_faust_hooks
-
-    assert [m for m in FAUST_METHODS if not callable(getattr(Consumer, m, None))] == []
-
-    class Renamed:  # a Faust upgrade that renamed one internal
-        pass
-
-    for name in FAUST_METHODS + FAUST_STATE:
-        if name != "_acked_index":
-            setattr(Renamed, name, None)
-    assert missing_faust_hooks(Renamed()) == ["_acked_index"]
