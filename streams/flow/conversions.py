@@ -9,6 +9,7 @@ one, then goes to the unattributed topic.
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import defaultdict, deque
 from datetime import datetime, timezone
@@ -22,6 +23,7 @@ from ..core.batching import Batch, Entry, resolve
 from ..core.csvfile import conversion_row
 from ..core.join import parse_record, unattributed_reason
 from ..core.orders import PartitionOrders, Refusal, line_identities
+from ..delivery.failures import owned
 from ..delivery.ledger import Ledger
 from .flow import Flow, Outputs, confirmed
 
@@ -42,6 +44,7 @@ class Conversions:
         flow.sealed_hooks.append(self._sealed)
         flow.resolved_hooks.append(self._resolved)
         self._waiting: dict[tuple[int, str], list] = {}  # (partition, customer) -> items waiting for a click
+        self._clicks_done: dict[int, asyncio.Future] = {}  # partition -> its last fetch's confirmation
         self._deadlines: deque = deque()  # (monotonic deadline, partition, customer, waiting item)
         self._items_in = self._joined = 0  # the per-item counts, kept apart: the cheapest increment
 
@@ -52,7 +55,10 @@ class Conversions:
         confirmed: Faust's flush before a commit gives up on a busy buffer after 0.1 s
         (``ProducerBuffer.flush_atmost``), and a click committed but not in the changelog is
         gone from the table after a restart (the chaos kill sweep lost whole partitions' clicks
-        so once the orders table's writes filled the buffer)."""
+        so once the orders table's writes filled the buffer). The confirmation is waited for
+        beside the fetch loop, not in it: a fetch handler that waits for the producer holds every
+        partition's fetches, Faust's table recovery included (on noida-db, where a group re-forms
+        at once, the regain scenario's recovery then waited for ever half the time)."""
         histories, dead, part, first, last, taken = {}, [], None, -1, -1, 0
         keep, window_s, partition = self.keep, self.window_s, tp.partition
         for record in records:
@@ -76,10 +82,18 @@ class Conversions:
                     self._waiting.setdefault((partition, key), []).append(waiting)
         if part is None:
             return
-        written = self.clicks.put(partition, histories)
+        sends = self.clicks.put(partition, histories) + dead
         self.outputs.count("clicks_in", n=taken)
         self._publish_counts()
-        for fut in written + dead:  # confirmed before the offsets are: never lost
+        # Chained per partition: the ledger hears of the fetches in their order.
+        before = self._clicks_done.get(partition)
+        self._clicks_done[partition] = owned(self._clicks_delivered(before, sends, part, first, last),
+                                             f"recording clicks {tp.topic} partition {partition}", self.flow.stop)
+
+    async def _clicks_delivered(self, before, sends, part, first: int, last: int) -> None:
+        if before is not None:
+            await asyncio.shield(before)
+        for fut in sends:  # confirmed before the offsets are: never lost
             await confirmed(fut)
         self.ledger.delivered(part, first, last)
 
@@ -217,6 +231,10 @@ class Conversions:
         """Partitions revoked: their waiting items go with their batches to the new owner."""
         self.flow.forget(partitions)
         self._waiting = {k: v for k, v in self._waiting.items() if k[0] not in partitions}
+        for partition in partitions:  # the next owner reads what was not committed again
+            done = self._clicks_done.pop(partition, None)
+            if done is not None:
+                done.cancel()
         self._deadlines = deque(d for d in self._deadlines if d[1] not in partitions)
 
     def _publish_counts(self) -> None:

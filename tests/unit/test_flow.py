@@ -114,6 +114,8 @@ def test_a_fetch_of_items_joins_waits_and_dead_letters_in_offset_order():
         assert open_rows(p)[1] == (1, "REF-C2", False)
         assert topics.clicks.data["C2"] == [((AT - timedelta(minutes=1)).timestamp(), "REF-C2")]
         # Clicks are done once handled: committable; items only once their file is delivered.
+        # (the clicks' changelog writes are confirmed beside the fetch loop, not in it)
+        await p._clicks_done[CLICKS.partition]
         assert ledger.committable(CLICKS) == 2 and ledger.committable(ITEMS) is None
 
     asyncio.run(run())
