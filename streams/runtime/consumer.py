@@ -121,7 +121,31 @@ class GatedConsumer(faust_aiokafka.Consumer):
         for fetched in batches:
             # Read at hand-over, not at fetch: an earlier handler may have awaited across a seek.
             await self.ledger.handlers[fetched.tp.topic](fetched.tp, list(fetched), fetched.epoch)
+        if kept and not self.flow_active:
+            # Faust drops a fetch that returns while its flow is stopped and seeks back to the
+            # committed offsets, which changelog partitions have none of: a recovery that sought
+            # them just before it resumed the flow would wait for the dropped records for ever.
+            rewound = await self._thread.call_thread(self._rewind, self._thread._consumer,
+                                                     {tp: (b[0].offset, b[-1].offset + 1) for tp, b in kept.items()})
+            if rewound:
+                log.info("a fetch came back while the flow was stopped: %s read again from %s",
+                         ", ".join(f"{tp.topic}[{tp.partition}]" for tp in rewound),
+                         ", ".join(str(offset) for offset in rewound.values()))
+            return {}, active
         return kept, active
+
+    @staticmethod
+    async def _rewind(consumer, fetched: dict) -> dict:
+        """In the consumer thread (so that no seek comes in between): each partition whose
+        position is still where ``fetched`` left it goes back to the fetch's first offset; one
+        sought since keeps the newer position."""
+        subscription, rewound = consumer._subscription.subscription, {}
+        for tp, (first, after) in fetched.items():
+            state = subscription.assignment.state_value(tp) if subscription is not None else None
+            if state is not None and state.has_valid_position and state.position == after:
+                consumer.seek(tp, first)
+                rewound[tp] = first
+        return rewound
 
     async def perform_seek(self) -> None:
         """Faust seeks every partition to its committed offset after a rebalance (and when it

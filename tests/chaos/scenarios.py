@@ -280,8 +280,6 @@ def wait_pushed(push: FtpServer, out: Path, timeout: float) -> None:
 # removes the old one (Kafka does after the rebalance timeout): the group never forms again.
 REBALANCE_NEEDS = ("expires_sessions", "a member that does not rejoin within the rebalance timeout must be "
                                        "removed from the group")
-REGAIN_NEEDS = ("recovers_on_regain", "its table recovery after the same member regains its partitions stalled in "
-                                      "about 1 run of 3 (unexplained: docs/testing.md)")
 
 
 def rebalance(broker, tmp: Path, cycles: int) -> Result:

@@ -26,7 +26,6 @@ def test_rebalance_under_load(broker, tmp_path):
     check(scenarios.rebalance(broker, tmp_path, cycles=3))
 
 
-@pytest.mark.broker(scenarios.REGAIN_NEEDS[0], reason=scenarios.REGAIN_NEEDS[1])
 def test_the_same_worker_regains_its_partitions_mid_upload(broker, tmp_path):
     check(scenarios.regain_mid_upload(broker, tmp_path, cycles=3))
 

@@ -18,8 +18,8 @@ from datetime import datetime, timedelta, timezone
 import orjson
 import pytest
 
-from tests.chaos.scenarios import committed_offsets
-from tests.support.harness import WorkerProcess, produce, read_csv_files, read_topic, write_config
+from tests.support.harness import (WorkerProcess, committed_offsets, produce, read_csv_files, read_topic, wait_until,
+                                   write_config)
 from tests.support.servers import PASSWORD, USER, FtpServer
 
 pytestmark = pytest.mark.integration
@@ -47,14 +47,6 @@ def row(it: dict, c: int) -> tuple:
             it["amount"], it["category"], it["sku"], str(it["quantity"]))
 
 
-def wait(check, what: str, worker: WorkerProcess, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert worker.proc.poll() is None, f"worker exited:\n{worker.log_text()[-3000:]}"
-        assert time.monotonic() < deadline, f"{what} not within {timeout}s:\n{worker.log_text()[-3000:]}"
-        time.sleep(0.2)
-
-
 @pytest.fixture(scope="module")
 def scenario(broker, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("exactly-once")
@@ -75,8 +67,8 @@ def scenario(broker, tmp_path_factory):
         produce(broker.bootstrap, f"{app_id}.clicks", [encode(
             {"customer_id": f"C{c:02d}", "im_ref": ref(c), "occurred_at": (NOW - timedelta(hours=1)).isoformat()})
             for c in range(CUSTOMERS)])
-        wait(lambda: sum(committed_offsets(broker.bootstrap, app_id, f"{app_id}.clicks").values()) >= CUSTOMERS,
-             "clicks consumed", worker)
+        wait_until(lambda: sum(committed_offsets(broker.bootstrap, app_id, f"{app_id}.clicks").values()) >= CUSTOMERS,
+                   90, "clicks consumed", worker)
 
         expected: dict[str, list[tuple]] = {}  # order -> its rows, in the order checkout sent them
         refused: list[tuple[bytes, str, str]] = []  # (value, reason, order)
@@ -124,11 +116,11 @@ def scenario(broker, tmp_path_factory):
         refused.append((orjson.dumps(event), "duplicate", "F0"))
 
         rows = sum(len(r) for r in expected.values())
-        wait(lambda: sum(len(f) - 1 for f in read_csv_files(out).values()) >= rows, "every row in a file", worker)
+        wait_until(lambda: sum(len(f) - 1 for f in read_csv_files(out).values()) >= rows, 90, "every row in a file",
+                   worker)
         audit = read_topic(broker.bootstrap, f"{app_id}.audit", expect=len(refused))
-        wait(lambda: sum(committed_offsets(broker.bootstrap, app_id, f"{app_id}.order-items").values())
-             >= len(first) + 2 * len(again) + len(resent) + 1 + 5 + 2, "every item committed", worker)
-        time.sleep(2)  # anything extra (a second upload, a stray row) would show now
+        wait_until(lambda: sum(committed_offsets(broker.bootstrap, app_id, f"{app_id}.order-items").values())
+                   >= len(first) + 2 * len(again) + len(resent) + 1 + 5 + 2, 90, "every item committed", worker)
         assert worker.stop() == 0
         return dict(files=read_csv_files(out), raw={p.name: p.read_bytes() for p in out.glob("*.csv")},
                     pushed=list(ftp.received), ftp_files={p.name: p.read_bytes() for p in ftp_root.glob("*.csv")},
