@@ -1,14 +1,16 @@
 """The chaos suite at full size on each local broker; prints the result table for the README.
 
     python -m tests.chaos.run [--brokers noida,tansu] [--kills 50] [--cycles 4] [--regains 20] [--stops 5]
-                              [--poison-items 20000] [--outages 12]
+                              [--poison-items 20000] [--outages 12] [--keep DIR]
 """
 from __future__ import annotations
 
 import argparse
 import platform
+import shutil
 import tempfile
 import time
+import traceback
 from datetime import date
 from pathlib import Path
 
@@ -26,21 +28,28 @@ def main() -> None:
     p.add_argument("--stops", type=int, default=5)
     p.add_argument("--poison-items", type=int, default=20_000)
     p.add_argument("--outages", type=int, default=12)
+    p.add_argument("--keep", help="copy each scenario's folder (logs, files) here after it ran")
     args = p.parse_args()
     rows, t0 = [], time.monotonic()
     for kind in (broker_kind(name) for name in args.brokers.split(",")):
         with tempfile.TemporaryDirectory() as d, DevBroker(Path(d) / "broker.log", kind=kind.name) as broker:
             tmp = Path(d)
-            for run in (lambda: scenarios.kill_sweep(broker, tmp, args.kills),
-                        lambda: rebalance(broker, tmp, args.cycles),
-                        lambda: scenarios.regain_mid_upload(broker, tmp, args.regains),
-                        lambda: scenarios.destination_faults(broker, tmp, args.outages),
-                        lambda: scenarios.graceful_stop(broker, tmp, args.stops),
-                        lambda: scenarios.poison(broker, tmp, args.poison_items),
-                        # last: it also checks every log line the scenarios before it wrote
-                        lambda: scenarios.security_negatives(broker, tmp)):
-                rows.append((kind, run()))
+            for name, run in (("kill sweep", lambda: scenarios.kill_sweep(broker, tmp, args.kills)),
+                              ("rebalance", lambda: rebalance(broker, tmp, args.cycles)),
+                              ("regain", lambda: scenarios.regain_mid_upload(broker, tmp, args.regains)),
+                              ("destination faults", lambda: scenarios.destination_faults(broker, tmp, args.outages)),
+                              ("graceful stop", lambda: scenarios.graceful_stop(broker, tmp, args.stops)),
+                              ("poison", lambda: scenarios.poison(broker, tmp, args.poison_items)),
+                              # last: it also checks every log line the scenarios before it wrote
+                              ("security negatives", lambda: scenarios.security_negatives(broker, tmp))):
+                try:
+                    rows.append((kind, run()))
+                except Exception as exc:  # a failed scenario is a row of the table; the others still run
+                    traceback.print_exc()
+                    rows.append((kind, scenarios.Result(name, 0, 0, 0, 0, 0, note=f"FAILED: {str(exc)[:300]}")))
                 print(kind.name, rows[-1][1], flush=True)
+                if args.keep:
+                    shutil.copytree(tmp, Path(args.keep) / kind.name / name.replace(" ", "-"), dirs_exist_ok=True)
     print(f"\nChaos suite, {date.today()}, {platform.node()} ({platform.processor() or platform.machine()}), "
           f"{time.monotonic() - t0:.0f}s\n")
     print("| broker | scenario | runs | rows expected | rows delivered | rows lost | rows in two files | notes |")
