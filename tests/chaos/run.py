@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import shutil
 import tempfile
@@ -14,7 +15,7 @@ import traceback
 from datetime import date
 from pathlib import Path
 
-from streams.tools.devbroker import KINDS, DevBroker, broker_kind
+from streams.tools.devbroker import BROKER_ENV, KINDS, DevBroker, broker_kind
 
 from . import scenarios
 
@@ -32,6 +33,9 @@ def main() -> None:
     args = p.parse_args()
     rows, t0 = [], time.monotonic()
     for kind in (broker_kind(name) for name in args.brokers.split(",")):
+        # The test workers read the broker from here: the Tansu shim (tests/support/tansu_compat.py)
+        # applies only when it names Tansu, whose ListOffsets answers short.
+        os.environ[BROKER_ENV] = kind.name
         with tempfile.TemporaryDirectory() as d, DevBroker(Path(d) / "broker.log", kind=kind.name) as broker:
             tmp = Path(d)
             for name, run in (("kill sweep", lambda: scenarios.kill_sweep(broker, tmp, args.kills)),
