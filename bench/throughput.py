@@ -103,8 +103,9 @@ def start_workers(broker: DevBroker, tmp: Path, prefix: str, group: str, workers
 
 
 def partitions(worker: WorkerProcess) -> list[dict]:
-    """Where each gated partition of the worker stands, from its status page."""
-    return json.load(urllib.request.urlopen(worker.status_url, timeout=5))["partitions"]
+    """Where each gated partition of the worker stands, from its status page (served by the
+    worker's event loop, which a large fetch of a backlog holds for seconds: 5 s was too short)."""
+    return json.load(urllib.request.urlopen(worker.status_url, timeout=60))["partitions"]
 
 
 def run_pipeline(broker: DevBroker, tmp: Path, prefix: str, items: int, timeout: float, workers: int = 1,
