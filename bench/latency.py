@@ -113,7 +113,7 @@ def run(bootstrap: str, tmp: Path, batches: int = 20, rows: int = 9_999, timeout
 
 def size_and_full_cuts(port: int) -> dict[str, float]:
     """The files on the worker's status page whose batch was cut at its row threshold: name -> cut."""
-    status = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/status.json", timeout=5))
+    status = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/status.json", timeout=60))
     return {f["name"]: f["cut_at"] for f in status["files"] if f["cut"] in ("size", "full")}
 
 
