@@ -85,13 +85,19 @@ class PartitionOrders:
             taken = {lines[0]: offset} if len(lines) == 1 else dict.fromkeys(lines, offset)
             self.open[order_id] = OpenOrder(taken, expected, whole, now, now)
             return None
-        known = sum(line in order.lines for line in lines)
+        if len(lines) == 1:  # an item event: most records
+            known = lines[0] in order.lines
+        else:
+            known = sum(line in order.lines for line in lines)
         if known == len(lines):
             return Refusal(DUPLICATE, _detail(known, "already taken", None), None)
         if known or order.complete():
             return Refusal(ORDER_ALREADY_REPORTED, _detail(len(lines) - known, "new for an order already complete",
                                                            None), None)
-        order.lines.update(dict.fromkeys(lines, offset))
+        if len(lines) == 1:
+            order.lines[lines[0]] = offset
+        else:
+            order.lines.update(dict.fromkeys(lines, offset))
         order.last_seen = now
         return None
 
