@@ -55,6 +55,8 @@ class WorkerProcess:
     """``imref-stream worker`` as a subprocess, serving its web endpoints on 127.0.0.1 on a port
     of its own (``port``): tests wait on what the worker exposes there, never on its log."""
 
+    command = "worker"
+
     def __init__(self, config: Path, log_path: Path, env: dict | None = None):
         self.config, self.log_path = config, log_path
         # The Tansu shim only where ListOffsets is wrong: elsewhere Faust's own recovery path runs.
@@ -67,15 +69,15 @@ class WorkerProcess:
 
     def start(self) -> "WorkerProcess":
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        config = self._serving_web()
+        config = self._config_to_run()
         log = open(self.log_path, "ab")
         self.started_at = time.monotonic()
-        self.proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--config", str(config)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "streams.cli", self.command, "--config", str(config)],
                                      stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT)
         log.close()
         return self
 
-    def _serving_web(self) -> Path:
+    def _config_to_run(self) -> Path:
         """The config this run starts from: the test's own when it serves the web endpoints on a
         port it chose (the test reads them there), else a copy next to the log with the web server
         on a free port (test configs share a file between workers, and most disable the server).
@@ -115,7 +117,7 @@ class WorkerProcess:
         deadline, last = time.monotonic() + timeout, "(no answer yet)"
         while True:
             if self.proc.poll() is not None:
-                raise AssertionError(f"worker exited ({self.proc.returncode}) before /readyz answered 200:\n"
+                raise AssertionError(f"{self.command} exited ({self.proc.returncode}) before /readyz answered 200:\n"
                                      f"{self.log_text()[-3000:]}")
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=5):
