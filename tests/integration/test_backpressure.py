@@ -12,7 +12,8 @@ from datetime import datetime, timedelta, timezone
 import orjson
 import pytest
 
-from tests.support.harness import WorkerProcess, produce, read_csv_files, wait_for_rows, write_config
+from tests.support.harness import (WorkerProcess, produce, read_csv_files, status, wait_for_rows, wait_until,
+                                   write_config)
 
 pytestmark = pytest.mark.integration
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
@@ -30,7 +31,8 @@ def test_full_lanes_pause_their_partition_and_the_click_they_wait_for_still_arri
                                    "currency": "EUR", "amount": "10.00", "category": "Garden", "sku": f"S{n}",
                                    "quantity": 1})) for n in range(200)]
     produce(broker.bootstrap, f"{app_id}.order-items", items)
-    worker.wait_for_log("cut at 20 rows", timeout=60)  # fetched and held: no click yet
+    # Fetched, cut and held (no click yet) until the partition's 4 lane slots are full: it is paused.
+    wait_until(lambda: status(worker.port)["batches_held"] >= 4, 60, "4 batches held", worker)
     produce(broker.bootstrap, f"{app_id}.clicks", [(b"C1", orjson.dumps(
         {"customer_id": "C1", "im_ref": "REF-C1", "occurred_at": (NOW - timedelta(minutes=1)).isoformat()}))])
     wait_for_rows(out, 200, timeout=45, worker=worker)  # the grace is 120 s: only the click can do this

@@ -10,9 +10,9 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
-
+import urllib.error
 import urllib.request
+from pathlib import Path
 
 import yaml
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -20,7 +20,7 @@ from kafka.admin import KafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.config import TopicSettings
-from streams.tools.devbroker import broker_kind, create_topics
+from streams.tools.devbroker import broker_kind, create_topics, free_port
 
 SUPPORT = Path(__file__).parent
 ROOT = SUPPORT.parents[1]
@@ -52,23 +52,46 @@ def write_config(path: Path, *, bootstrap: str, app_id: str, out_dir: Path, data
 
 
 class WorkerProcess:
+    """``imref-stream worker`` as a subprocess, serving its web endpoints on 127.0.0.1 on a port
+    of its own (``port``): tests wait on what the worker exposes there, never on its log."""
+
+    command = "worker"
+
     def __init__(self, config: Path, log_path: Path, env: dict | None = None):
         self.config, self.log_path = config, log_path
         # The Tansu shim only where ListOffsets is wrong: elsewhere Faust's own recovery path runs.
         shim = {} if broker_kind().true_end_offsets else {"IMREF_TEST_TANSU_COMPAT": "1"}
         self.env = {**os.environ, "PYTHONPATH": f"{SUPPORT}{os.pathsep}{ROOT}", **shim, **(env or {})}
         self.proc: subprocess.Popen | None = None
+        self.port: int | None = None
         self.started_at = 0.0
         self._log_offset = 0
 
     def start(self) -> "WorkerProcess":
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        config = self._config_to_run()
         log = open(self.log_path, "ab")
         self.started_at = time.monotonic()
-        self.proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--config", str(self.config)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "streams.cli", self.command, "--config", str(config)],
                                      stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT)
         log.close()
         return self
+
+    def _config_to_run(self) -> Path:
+        """The config this run starts from: the test's own when it serves the web endpoints on a
+        port it chose (the test reads them there), else a copy next to the log with the web server
+        on a free port (test configs share a file between workers, and most disable the server).
+        No setting is resolved against the config file's folder, so the copy reads the same."""
+        settings = yaml.safe_load(self.config.read_text()) or {}
+        web = settings.get("web") or {}
+        if web.get("enabled", True) and web.get("port"):
+            self.port = web["port"]
+            return self.config
+        self.port = free_port()
+        settings["web"] = {**web, "enabled": True, "host": "127.0.0.1", "port": self.port}
+        copy = self.log_path.with_name(f"{self.log_path.name}.{self.port}.config.yaml")
+        copy.write_text(yaml.safe_dump(settings))
+        return copy
 
     def log_text(self) -> str:
         with open(self.log_path, "rb") as f:
@@ -76,7 +99,8 @@ class WorkerProcess:
             return f.read().decode(errors="replace")
 
     def wait_for_log(self, text: str, timeout: float = 60) -> float:
-        """Seconds from start until ``text`` appears in this run's log."""
+        """Seconds from start until ``text`` appears in this run's log: for a test whose subject is
+        what is logged, never to wait for the worker's state (wait on its endpoints for that)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if text in self.log_text():
@@ -87,7 +111,25 @@ class WorkerProcess:
         raise AssertionError(f"{text!r} not in worker log after {timeout}s:\n{self.log_text()[-3000:]}")
 
     def wait_ready(self, timeout: float = 90) -> float:
-        return self.wait_for_log("Worker ready", timeout)
+        """Seconds from start until ``/readyz`` answers 200: a broker connection, and the first
+        assignment's tables recovered and the rebalance over (Faust sets both in the step that logs
+        "Worker ready"; ``streams/runtime/health.py``)."""
+        deadline, last = time.monotonic() + timeout, "(no answer yet)"
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.command} exited ({self.proc.returncode}) before /readyz answered 200:\n"
+                                     f"{self.log_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=5):
+                    return time.monotonic() - self.started_at
+            except urllib.error.HTTPError as exc:  # 503: not ready yet
+                last = f"{exc.code} {exc.read().decode(errors='replace')}"
+            except OSError as exc:  # not listening yet
+                last = f"{type(exc).__name__}: {exc}"
+            if time.monotonic() > deadline:
+                raise AssertionError(f"/readyz not 200 after {timeout}s; its last answer: {last}\n"
+                                     f"{self.log_text()[-3000:]}")
+            time.sleep(0.1)
 
     def stacks(self) -> str:
         """Every thread's Python stack, when py-spy is installed: what a stuck worker was doing."""
