@@ -187,7 +187,8 @@ def test_the_worker_runs_with_the_statefulsets_security_settings(container, podm
     assert seen["NoNewPrivs"] == ["1"]  # allowPrivilegeEscalation: false
     assert seen["Seccomp"] == ["2"]  # a filter: RuntimeDefault
     assert "ro" in seen["root"]  # readOnlyRootFilesystem
-    container.wait_for("'Worker ready' in the log", lambda: "Worker ready" in container.log_text(), 120)
+    ready = worker_spec["readinessProbe"]["httpGet"]["path"]  # and it gets ready so
+    container.wait_for(f"200 from {ready}", lambda: container.get(ready)[0] == 200, 120)
 
 
 def test_the_probes_answer(container, sts):
