@@ -90,7 +90,7 @@ class PartitionOrders:
         else:
             known = sum(line in order.lines for line in lines)
         if known == len(lines):
-            return Refusal(DUPLICATE, _detail(known, "already taken", None), None)
+            return Refusal(DUPLICATE, _detail(len(lines), "already taken", None), None)
         if known or order.complete():
             return Refusal(ORDER_ALREADY_REPORTED, _detail(len(lines) - known, "new for an order already complete",
                                                            None), None)

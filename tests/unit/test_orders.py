@@ -30,6 +30,7 @@ def test_a_re_sent_line_in_the_open_batch_is_a_duplicate_and_a_new_one_joins_its
     assert o.take("O1", ids(ITEM), 0, now=0.0) is None
     refusal = o.take("O1", ids(ITEM), 5, now=1.0)
     assert refusal.reason == DUPLICATE and refusal.files is None
+    assert refusal.detail == "1 line(s) already taken (in the open batch)"
     assert o.take("O1", ids({**ITEM, "sku": "S2"}), 6, now=1.0) is None
 
 
@@ -37,7 +38,8 @@ def test_an_order_event_is_complete_a_second_one_is_refused_whole():
     o = orders()
     lines = ids(ITEM, {**ITEM, "sku": "S2"})
     assert o.take("O1", lines, 0, now=0.0, whole=True) is None
-    assert o.take("O1", lines, 3, now=0.0, whole=True).reason == DUPLICATE
+    again = o.take("O1", lines, 3, now=0.0, whole=True)
+    assert (again.reason, again.detail) == (DUPLICATE, "2 line(s) already taken (in the open batch)")
     changed = ids(ITEM, {**ITEM, "sku": "S3"})  # one line known, one new: a changed order
     assert o.take("O1", changed, 4, now=0.0, whole=True).reason == ORDER_ALREADY_REPORTED
     assert o.take("O1", ids({**ITEM, "sku": "S9"}), 5, now=0.0).reason == ORDER_ALREADY_REPORTED
