@@ -12,17 +12,21 @@ Faust's producer buffer, an aiokafka send and its future per record) cost more t
 the worker's work for the orders table's records. The bytes are Faust's own (the table's key and
 value codecs, the ones its changelog topic serializes with: tests/unit/test_tables.py compares
 them), so recovery and compaction read them as Faust wrote them, and a RocksDB store's persisted
-offset is set once per write from the last batch's base offset.
+offset is set once per write from the last batch's base offset. Faust's json codec on orjson is
+called as orjson with Faust's own default and options (``encoder``): the same bytes, checked
+when the writer is made, for a third of the codec chain's time.
 """
 from __future__ import annotations
 
 import asyncio
 import weakref
 from contextlib import contextmanager
+from functools import partial
 from itertools import islice
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from faust.serializers import codecs
+from faust.utils import json as faust_json
 from faust.streams import _current_event
 from faust.types import TP
 
@@ -53,6 +57,22 @@ def in_partition(partition: int):
         _current_event.reset(token)
 
 
+_PROBE = {"text": "C\u00e9-_~.", "float": 1796553962.716, "list": [[0, 41, None, True]], 7: {"k": "v"}}
+
+
+def encoder(serializer: str) -> Callable[[Any], bytes]:
+    """The codec's ``dumps``; for Faust's plain json codec on orjson, what that codec ends in
+    (``faust.utils.json.dumps``) without the chain around it, if it gives the same bytes."""
+    codec = codecs.get_codec(serializer)
+    if type(codec) is codecs.json and list(codec.nodes) == [codec] and faust_json.orjson is not None:
+        orjson = faust_json.orjson
+        direct = partial(orjson.dumps, default=faust_json.on_default,
+                         option=orjson.OPT_NON_STR_KEYS | orjson.OPT_UTC_Z)
+        if direct(_PROBE) == codec.dumps(_PROBE):
+            return direct
+    return codec.dumps
+
+
 class TableWriter:
     """Reads and writes of one Faust table by callers that are not Faust agents."""
 
@@ -68,8 +88,8 @@ class TableWriter:
         # One write's batches enter the producer before the next write's: the changelog keeps
         # the order of the writes, so the last record of a key is its latest value.
         self._enqueue = asyncio.Lock()
-        self._key_bytes = codecs.get_codec(table.key_serializer).dumps
-        self._value_bytes = codecs.get_codec(table.value_serializer).dumps
+        self._key_bytes = encoder(table.key_serializer)
+        self._value_bytes = encoder(table.value_serializer)
 
     @staticmethod
     def reading(partition: int):

@@ -3,7 +3,9 @@ wrote them (a key written in other bytes would be another key to a compacted cha
 import faust
 import pytest
 
-from streams.runtime.tables import TableWriter
+from faust.serializers import codecs
+
+from streams.runtime.tables import TableWriter, encoder
 
 VALUES = [
     [[1796553962.5, "-Qi_x"], [1796550000.0, "ab~c.d"]],  # a click history
@@ -24,3 +26,12 @@ def test_the_writer_serializes_keys_and_values_as_faust_s_changelog_topic_does(s
         assert writer._key_bytes(key) == topic.prepare_key(key, table.key_serializer)[0]
     for value in VALUES:
         assert writer._value_bytes(value) == topic.prepare_value(value, table.value_serializer)[0]
+
+
+def test_faust_s_json_codec_is_called_as_orjson_and_any_other_codec_as_itself():
+    assert encoder("json") != codecs.get_codec("json").dumps  # the short path, on this Faust
+    assert encoder("raw") == codecs.get_codec("raw").dumps
+    chained = codecs.get_codec("json") | codecs.get_codec("binary")
+    codecs.register("json-binary-test", chained)
+    assert encoder("json-binary-test") == chained.dumps
+    assert encoder("json-binary-test")({"a": 1}) == chained.dumps({"a": 1})
