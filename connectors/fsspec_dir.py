@@ -5,6 +5,7 @@ import io
 import posixpath
 import re
 import shutil
+import threading
 from typing import Annotated, Any, BinaryIO, Literal
 
 import fsspec
@@ -67,6 +68,10 @@ class FsspecConnection(Connection):
         # is down when the worker starts must hold its batches and retry, not stop the worker.
         self._fs: fsspec.AbstractFileSystem | None = None
         self.root = ""  # the folder's path in the filesystem, known once it is made
+        # One transfer at a time: the partitions' lanes upload from threads, and not every backend
+        # is safe for that (ftp:// shares one control connection: concurrent uploads read each
+        # other's replies, "error_reply: 200 Type set to: Binary", and hang until a data timeout).
+        self._one_at_a_time = threading.Lock()
 
     def _filesystem(self) -> fsspec.AbstractFileSystem:
         """The filesystem, made (and the folder created) by the first transfer that needs it, and
@@ -82,6 +87,10 @@ class FsspecConnection(Connection):
         self.put_stream(name, io.BytesIO(data))
 
     def probe(self) -> str:
+        with self._one_at_a_time:
+            return self._probe()
+
+    def _probe(self) -> str:
         with step("open folder"):
             fs = self._filesystem()
 
@@ -94,6 +103,10 @@ class FsspecConnection(Connection):
 
     def put_stream(self, name: str, source: BinaryIO) -> None:
         """Copy ``source`` in chunks: a file of any size needs one chunk of memory."""
+        with self._one_at_a_time:
+            self._put_stream(name, source)
+
+    def _put_stream(self, name: str, source: BinaryIO) -> None:
         try:
             fs = self._filesystem()
             # A reader polling the directory must never see a partial file under its final name.
