@@ -23,7 +23,7 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 
 from bench.throughput import order_items
 from streams.core.orders import PartitionOrders, line_identities
-from streams.runtime.tables import encoder
+from streams.runtime.tables import encoder, record_batches
 from streams.runtime.worker import tune_gc
 
 ROWS = 9_999
@@ -31,14 +31,9 @@ KEY_BYTES = VALUE_BYTES = encoder("json")  # the orders table's codecs
 
 
 def changelog(records: dict) -> int:
-    """The records' changelog batches, as ``TableWriter._publish`` fills them (not sent)."""
-    pairs, batches = [(KEY_BYTES(k), VALUE_BYTES(v)) for k, v in records.items()], 1
-    batch = BatchBuilder(16_384, 0)
-    for key, value in pairs:
-        if batch.append(key=key, value=value, timestamp=None) is None:
-            batch, batches = BatchBuilder(16_384, 0), batches + 1
-            batch.append(key=key, value=value, timestamp=None)
-    return batches
+    """The records' changelog batches, filled as ``TableWriter._publish`` fills them (not sent)."""
+    pairs = [(KEY_BYTES(k), VALUE_BYTES(v)) for k, v in records.items()]
+    return sum(1 for _ in record_batches(pairs, lambda: BatchBuilder(16_384, 0)))
 
 
 def run(items: int, resend: float = 0.06, seed: int = 1) -> dict:

@@ -73,6 +73,18 @@ def encoder(serializer: str) -> Callable[[Any], bytes]:
     return codec.dumps
 
 
+def record_batches(records: list[tuple[bytes, bytes | None]], create_batch: Callable[[], Any]) -> Iterator[Any]:
+    """Record batches filled in order from (key, value) bytes, each yielded once full (a new one
+    taken when ``append`` refuses the next record), the last one as it is."""
+    batch = create_batch()
+    for key, value in records:
+        if batch.append(key=key, value=value, timestamp=None) is None:
+            yield batch
+            batch = create_batch()
+            batch.append(key=key, value=value, timestamp=None)
+    yield batch
+
+
 class TableWriter:
     """Reads and writes of one Faust table by callers that are not Faust agents."""
 
@@ -142,14 +154,10 @@ class TableWriter:
         producer = table.app.producer._ensure_producer()
         name = table.changelog_topic.get_topic_name()
         async with self._enqueue:
-            sent, batch, last = [], producer.create_batch(), 0
-            for key, value in records:
-                if batch.append(key=key, value=value, timestamp=None) is None:  # full: the next one
-                    sent.append(await producer.send_batch(batch, name, partition=partition))
-                    batch = producer.create_batch()
-                    batch.append(key=key, value=value, timestamp=None)
+            sent = []
+            for batch in record_batches(records, producer.create_batch):
+                sent.append(await producer.send_batch(batch, name, partition=partition))
             last = batch.record_count()
-            sent.append(await producer.send_batch(batch, name, partition=partition))
         done = await asyncio.gather(*sent)
         # What a RocksDB store has written up to (Faust sets it per record; a memory store ignores it).
         table.data.set_persisted_offset(TP(name, partition), done[-1].offset + last - 1)
