@@ -76,7 +76,7 @@ def stages(broker: DevBroker, tmp: Path, size: dict, parallel: bool) -> dict:
         "recovery": lambda: recovery.run(bootstrap, _dir(tmp, "recovery"), size["recovery_keys"]),
         "latency": lambda: latency.run(bootstrap, _dir(tmp, "latency"), size["batches"], size["rows"]),
         "state": lambda: state_size.run(size["state"]),
-        "orders": lambda: orders_check.run(size["items"]),
+        "orders": lambda: orders_check.isolated(size["items"]),
     }
     out = {}
     with ThreadPoolExecutor(max_workers=len(work) if parallel else 1) as pool:
@@ -197,7 +197,7 @@ What was counted:
   settings) and without. Live keys on day {days}: clicks {on['clicks']['keys']:,} with expiry, {off['clicks']['keys']:,}
   without; reported orders {on['reported-orders']['keys']:,} with, {off['reported-orders']['keys']:,} without.
 - one order, one file: bench/orders_check.py, the throughput stage's orders with 6 % re-sent, through the worker's
-  own check code in one process (line identities, the decision, the order records per 9 999-row file into a dict
+  own check code in a process of its own (line identities, the decision, the order records per 9 999-row file into a dict
   store, and their changelog records' bytes in aiokafka record batches: {results['orders']['records_per_item']:.2f}
   per item; only sending them is not counted), with the worker's collector settings: CPU µs per item against the
   pipeline's CPU µs per item (which includes the check).""")

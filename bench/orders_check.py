@@ -3,26 +3,29 @@
     python -m bench.orders_check [--items 200000]
 
 The same orders as bench/throughput.py (1-4 items each), 6 % of them re-sent, go through the
-check exactly as the worker runs it per record (already parsed): the line identities
-(``line_identities``), the
-decision (``PartitionOrders.take``) and, per cut batch of 9 999 rows, the records to write
-(``PartitionOrders.seal``) into a dict store (the memory store's) and their changelog records as
-the worker makes them (``TableWriter``: Faust's codec bytes, ``encoder``, appended to an aiokafka record
-batch; sending is not counted). Printed: CPU µs per item, and records written per item.
+check exactly as the worker runs it per record (already parsed, its batch entry made): the line
+identities (``line_identities``), the decision (``PartitionOrders.take``), the entry's order and
+lines set, and, per cut batch of 9 999 rows, the taken lines (``taken_lines``), the records to
+write (``PartitionOrders.seal``) into a dict store (the memory store's) and their changelog records
+as the worker makes them (``TableWriter``: Faust's codec bytes, ``encoder``, appended to an aiokafka
+record batch; sending is not counted). Printed: CPU µs per item, and records written per item.
 It runs with the worker's garbage-collector settings (``tune_gc``): with Python's defaults the
 young collections alone would double the figure.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import random
+import sys
 import time
 
 import orjson
 from aiokafka.producer.message_accumulator import BatchBuilder
 
-from bench.throughput import order_items
-from streams.core.orders import PartitionOrders, line_identities
+from bench.throughput import order_items, run_json
+from streams.core.batching import Entry
+from streams.core.orders import PartitionOrders, line_identities, taken_lines
 from streams.runtime.tables import encoder, record_batches
 from streams.runtime.worker import tune_gc
 
@@ -49,38 +52,48 @@ def run(items: int, resend: float = 0.06, seed: int = 1) -> dict:
         recent.append(lines)
         if rng.random() < resend:
             stream += recent[rng.randrange(max(len(recent) - 50, 0), len(recent))]
+    entries = [Entry(offset, 0) for offset in range(len(stream))]  # the pipeline makes them, not the check
     store: dict = {}
     orders = PartitionOrders(store, 300.0)
-    taken: dict[str, dict[str, int]] = {}
-    refused = written = rows = 0
+    refused = written = rows = first = 0
+
+    def cut(last: int) -> int:
+        records = orders.seal(taken_lines(entries[first:last + 1]), f"f{last}", None, 0.0)
+        store.update(records)
+        changelog(records)
+        return len(records)
+
     start = time.process_time()
-    for offset, (item, raw) in enumerate(stream):
+    for (item, raw), entry in zip(stream, entries):
         lines = line_identities([item], raw)
-        if orders.take(item["order_id"], lines, offset, 0.0, item.get("items_in_order")) is not None:
+        if orders.take(item["order_id"], lines, entry.offset, 0.0, item.get("items_in_order")) is not None:
             refused += 1
             continue
-        order = taken.setdefault(item["order_id"], {})
-        for line in lines:
-            order[line] = offset
+        entry.order_id, entry.lines = item["order_id"], lines
         rows += 1
         if rows >= ROWS:
-            records = orders.seal(taken, f"f{offset}", None, 0.0)
-            store.update(records)
-            changelog(records)
-            written, taken, rows = written + len(records), {}, 0
-    records = orders.seal(taken, "last", None, 0.0)
-    store.update(records)
-    changelog(records)
-    written += len(records)
+            written, rows, first = written + cut(entry.offset), 0, entry.offset + 1
+    written += cut(len(stream) - 1)
     cpu_s = time.process_time() - start
     return {"items": len(stream), "refused": refused, "records": written, "cpu_s": cpu_s,
             "us_per_item": cpu_s / len(stream) * 1e6, "records_per_item": written / len(stream)}
 
 
+def isolated(items: int, timeout: float = 600) -> dict:
+    """``run`` in a process of its own, as the worker's check runs: no other stage's threads in its
+    CPU time, no other stage's objects for its collector to scan."""
+    return run_json([sys.executable, "-m", "bench.orders_check", "--items", str(items), "--json"], timeout)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--items", type=int, default=200_000)
-    r = run(ap.parse_args().items)
+    ap.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = ap.parse_args()
+    r = run(args.items)
+    if args.json:
+        print(json.dumps(r))
+        return
     print(f"{r['items']:,} items ({r['refused']:,} re-sent copies refused): {r['us_per_item']:.2f} µs CPU per item, "
           f"{r['records_per_item']:.3f} order records written per item")
 

@@ -22,7 +22,7 @@ from ..core.attribution import attribute, remember
 from ..core.batching import Batch, Entry, resolve
 from ..core.csvfile import conversion_row
 from ..core.join import parse_record, unattributed_reason
-from ..core.orders import PartitionOrders, Refusal, line_identities
+from ..core.orders import PartitionOrders, Refusal, line_identities, taken_lines
 from ..delivery.failures import owned
 from ..delivery.ledger import Ledger
 from .flow import Flow, Outputs, confirmed
@@ -179,11 +179,7 @@ class Conversions:
     # -- the orders' records ---------------------------------------------------------------
     def _sealed(self, batch: Batch) -> list:
         """The batch is cut: its orders' records are written before its file is uploaded."""
-        taken: dict[str, dict[str, int]] = defaultdict(dict)
-        for e in batch.entries:
-            if e.lines is not None:
-                for line in e.lines:
-                    taken[e.order_id][line] = e.offset
+        taken = taken_lines(batch.entries)
         if not taken:
             return []
         with self.orders.reading(batch.partition):
