@@ -8,7 +8,9 @@ identities (``line_identities``), the decision (``PartitionOrders.take``), the e
 lines set, and, per cut batch of 9 999 rows, the taken lines (``taken_lines``), the records to
 write (``PartitionOrders.seal``) into a dict store (the memory store's) and their changelog records
 as the worker makes them (``TableWriter``: Faust's codec bytes, ``encoder``, appended to an aiokafka
-record batch; sending is not counted). Printed: CPU µs per item, and records written per item.
+record batch), and the refused records with their origin headers in the audit topic's record batches
+(``streams.runtime.sends``); sending is not counted. Printed: CPU µs per item, and records written
+per item.
 It runs with the worker's garbage-collector settings (``tune_gc``): with Python's defaults the
 young collections alone would double the figure.
 """
@@ -19,24 +21,38 @@ import json
 import random
 import sys
 import time
+from typing import NamedTuple
 
 import orjson
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 from bench.throughput import order_items, run_json
 from streams.core.batching import Entry
+from streams.core.join import origin_headers
 from streams.core.orders import PartitionOrders, line_identities, taken_lines
-from streams.runtime.tables import encoder, record_batches
+from streams.runtime.tables import NO_HEADERS, encoder, record_batches
 from streams.runtime.worker import tune_gc
 
 ROWS = 9_999
 KEY_BYTES = VALUE_BYTES = encoder("json")  # the orders table's codecs
 
 
+class Fetched(NamedTuple):
+    topic: str
+    partition: int
+    offset: int
+    key: bytes
+    value: bytes
+
+
+def new_batch() -> BatchBuilder:
+    return BatchBuilder(16_384, 0)
+
+
 def changelog(records: dict) -> int:
     """The records' changelog batches, filled as ``TableWriter._publish`` fills them (not sent)."""
-    pairs = [(KEY_BYTES(k), VALUE_BYTES(v)) for k, v in records.items()]
-    return sum(1 for _ in record_batches(pairs, lambda: BatchBuilder(16_384, 0)))
+    pairs = [(KEY_BYTES(k), VALUE_BYTES(v), NO_HEADERS) for k, v in records.items()]
+    return sum(1 for _ in record_batches(pairs, new_batch))
 
 
 def run(items: int, resend: float = 0.06, seed: int = 1) -> dict:
@@ -52,22 +68,29 @@ def run(items: int, resend: float = 0.06, seed: int = 1) -> dict:
         recent.append(lines)
         if rng.random() < resend:
             stream += recent[rng.randrange(max(len(recent) - 50, 0), len(recent))]
-    entries = [Entry(offset, 0) for offset in range(len(stream))]  # the pipeline makes them, not the check
+    # The pipeline makes the entries and has the fetched records, not the check.
+    entries = [Entry(offset, 0) for offset in range(len(stream))]
+    fetched = [Fetched("bench.order-items", 0, offset, b"customer", raw) for offset, (_, raw) in enumerate(stream)]
     store: dict = {}
     orders = PartitionOrders(store, 300.0)
-    refused = written = rows = first = 0
+    refused, audit = 0, []
+    written = rows = first = 0
 
     def cut(last: int) -> int:
         records = orders.seal(taken_lines(entries[first:last + 1]), f"f{last}", None, 0.0)
         store.update(records)
         changelog(records)
+        sum(1 for _ in record_batches(audit, new_batch))  # the refused records, to the audit topic
+        audit.clear()
         return len(records)
 
     start = time.process_time()
-    for (item, raw), entry in zip(stream, entries):
+    for (item, raw), entry, record in zip(stream, entries, fetched):
         lines = line_identities([item], raw)
-        if orders.take(item["order_id"], lines, entry.offset, 0.0, item.get("items_in_order")) is not None:
+        refusal = orders.take(item["order_id"], lines, entry.offset, 0.0, item.get("items_in_order"))
+        if refusal is not None:
             refused += 1
+            audit.append((record.key, raw, origin_headers(record, refusal.reason, refusal.detail, refusal.files or ())))
             continue
         entry.order_id, entry.lines = item["order_id"], lines
         rows += 1

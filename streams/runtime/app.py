@@ -20,6 +20,7 @@ from ..kafka import ssl_context
 from ..metrics import Metrics
 from . import health, internals, reports, sweep, web
 from .consumer import GatedConsumer
+from .sends import BatchedTopic
 from .supervision import Supervisor
 from .tables import TableWriter
 
@@ -121,7 +122,7 @@ def create_app(settings: Settings) -> ImrefApp:
     app.supervisor = Supervisor(app)
     stop = app.supervisor.stop
     t = settings.topics
-    dead_letter = app.topic(t.dead_letter, partitions=t.partitions, **RAW)
+    dead_letter = _side_output(app, t.dead_letter)
     connections = [build_connection(c) for c in settings.pushes("conversions")]
     metrics = app.metrics = Metrics([c.name for c in connections])
     ledger = app.ledger = Ledger(count=metrics.inc)
@@ -136,8 +137,8 @@ def create_app(settings: Settings) -> ImrefApp:
                 cuts=_cuts_table(app, "batch-cuts", t.partitions), connections=connections, metrics=metrics, stop=stop)
     conversions = app.conversions = Conversions(
         settings, flow=flow, ledger=ledger, clicks=clicks, orders=orders, dead_letter=dead_letter,
-        unattributed=app.topic(t.unattributed, partitions=t.partitions, **RAW),
-        audit=app.topic(t.audit, partitions=t.partitions, **RAW), outputs=Outputs(metrics, stop))
+        unattributed=_side_output(app, t.unattributed), audit=_side_output(app, t.audit),
+        outputs=Outputs(metrics, stop))
     app.flows = [flow]
     _gate(app, ledger, t.clicks, conversions.on_clicks)
     _gate(app, ledger, t.order_items, conversions.on_items, conversions.forget)
@@ -176,6 +177,10 @@ def _track_output_topics(app: ImrefApp, topics: list[str]) -> None:
     app.task(track)
 
 
+def _side_output(app: ImrefApp, name: str) -> BatchedTopic:
+    return BatchedTopic(app.topic(name, partitions=app.imref.topics.partitions, **RAW), app.supervisor.stop)
+
+
 def _cuts_table(app: ImrefApp, name: str, partitions: int) -> TableWriter:
     """Recorded batch cuts per partition; written outside stream context (delivery lanes), so
     always held in memory and rebuilt from its changelog on assignment. (A bare "memory://" is an
@@ -211,7 +216,7 @@ def _install_changes(app: ImrefApp, settings: Settings, connections, ledger: Led
                 cuts=_cuts_table(app, "modification-cuts", t.partitions), connections=connections, metrics=metrics,
                 stop=stop)
     changes = Changes(flow=flow, reported=reported, dead_letter=dead_letter,
-                      unmatched=app.topic(t.unmatched_changes, partitions=t.partitions, **RAW),
+                      unmatched=_side_output(app, t.unmatched_changes),
                       outputs=Outputs(metrics, stop), conversion_title=settings.batch.file_title,
                       reasons=settings.modifications.reasons)
     conversions.flow.delivered_hooks.append(changes.record_reported)

@@ -57,6 +57,8 @@ INTERNALS = [
              "output topics tracked by the producer"),
     Internal("aiokafka:AIOKafkaProducer", "client", "output topics tracked by the producer"),
     Internal("aiokafka.client:AIOKafkaClient", "add_topic", "output topics tracked by the producer"),
+    # runtime/sends.py: side outputs in record batches, where Faust's send would put each record.
+    Internal("aiokafka:AIOKafkaProducer", "_partition", "side-output records in the partition aiokafka picks"),
     # runtime/tables.py: table writes from outside a Faust stream.
     Internal("faust.streams", "_current_event", "table writes name their partition"),
     Internal("faust.stores.memory:Store", "_key_partition", "memory tables: the partition of a written key"),

@@ -73,15 +73,19 @@ def encoder(serializer: str) -> Callable[[Any], bytes]:
     return codec.dumps
 
 
-def record_batches(records: list[tuple[bytes, bytes | None]], create_batch: Callable[[], Any]) -> Iterator[Any]:
-    """Record batches filled in order from (key, value) bytes, each yielded once full (a new one
-    taken when ``append`` refuses the next record), the last one as it is."""
+NO_HEADERS: list = []  # aiokafka's C batch builder takes a list only; never written to
+
+
+def record_batches(records: list[tuple[bytes | None, bytes | None, Any]],
+                   create_batch: Callable[[], Any]) -> Iterator[Any]:
+    """Record batches filled in order from (key, value, headers), each yielded once full (a new
+    one taken when ``append`` refuses the next record), the last one as it is."""
     batch = create_batch()
-    for key, value in records:
-        if batch.append(key=key, value=value, timestamp=None) is None:
+    for key, value, headers in records:
+        if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
             yield batch
             batch = create_batch()
-            batch.append(key=key, value=value, timestamp=None)
+            batch.append(key=key, value=value, timestamp=None, headers=headers)
     yield batch
 
 
@@ -143,13 +147,13 @@ class TableWriter:
         """The changelog records of one write, serialized now (the values as they are now), sent
         in order; a list of one awaitable, confirmed once every record is acknowledged."""
         key_bytes, value_bytes = self._key_bytes, self._value_bytes
-        records = [(key_bytes(key), None if value is None else value_bytes(value)) for key, value in pairs]
+        records = [(key_bytes(key), None if value is None else value_bytes(value), NO_HEADERS) for key, value in pairs]
         if not records:
             return []
         what = f"writing {len(records)} record(s) to {self.table.changelog_topic.get_topic_name()} partition {partition}"
         return [owned(self._publish(partition, records), what, self.stop)]
 
-    async def _publish(self, partition: int, records: list[tuple[bytes, bytes | None]]) -> None:
+    async def _publish(self, partition: int, records: list[tuple[bytes, bytes | None, Any]]) -> None:
         table = self.table
         producer = table.app.producer._ensure_producer()
         name = table.changelog_topic.get_topic_name()
