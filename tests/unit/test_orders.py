@@ -1,7 +1,8 @@
 """One order, one file, once: the rules of streams.core.orders, without I/O."""
 import orjson
 
-from streams.core.orders import DUPLICATE, ORDER_ALREADY_REPORTED, PartitionOrders, line_identities
+from streams.core.batching import Entry
+from streams.core.orders import DUPLICATE, ORDER_ALREADY_REPORTED, PartitionOrders, line_identities, taken_lines
 
 ITEM = {"order_id": "O1", "customer_id": "C1", "occurred_at": "2026-12-01T10:00:00+00:00", "currency": "USD",
         "amount": "10.00", "category": "Garden", "sku": "S1", "quantity": 1}
@@ -23,6 +24,12 @@ def test_a_line_is_its_line_id_or_its_exact_content():
     with_id = {**ITEM, "line_id": "7"}
     assert line_identities([with_id], orjson.dumps(with_id)) == ids({**ITEM, "line_id": "7", "quantity": 2})
     assert ids({**ITEM, "line_id": "7"}) != ids({**ITEM, "line_id": "8"})
+
+
+def test_a_cut_batch_records_each_taken_line_at_its_offset_and_nothing_else():
+    entries = [Entry(10, 0, "O1", ["a"]), Entry(11, 0), Entry(12, 0, "O2", ["b", "c"]), Entry(13, 0, "O1", ["d"]),
+               Entry(14, 0, "O2", ["e", "f"])]  # 11: refused or a dead letter, not taken
+    assert taken_lines(entries) == {"O1": {"a": 10, "d": 13}, "O2": {"b": 12, "c": 12, "e": 14, "f": 14}}
 
 
 def test_a_re_sent_line_in_the_open_batch_is_a_duplicate_and_a_new_one_joins_its_order():
