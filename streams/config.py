@@ -135,7 +135,8 @@ class ImpactSettings(_Section):
 
 class AttributionSettings(_Section):
     window_days: float = Field(30.0, gt=0, description="A click older than this before the order does not attribute.")
-    grace_s: float = Field(30.0, ge=0, description="How long an item waits for its click before it is unattributed.")
+    grace_s: float = Field(30.0, ge=0, description="How long an item waits for its click before it is unattributed (and at "
+                           "least until the clicks that were in the topic when it was read are read).")
     clicks_per_customer: int = Field(4, ge=1, le=64, description="Recent clicks kept per customer.")
     keep_late_days: float = Field(
         1.0, ge=0, le=88, description="Clicks stay in the table this long beyond `window_days` (plus `grace_s`) "

@@ -5,7 +5,11 @@ record is synchronous (no ``await`` per record, counts published per fetch). A r
 order-items topic (an item event, or an order event with all its lines) is taken into the open
 batch, or refused because its order is in a batch already (``streams.core.orders``: to the audit
 topic, with the file). A taken record with no click yet waits up to ``attribution.grace_s`` for
-one, then goes to the unattributed topic.
+one, then goes to the unattributed topic -- and only once the clicks partition of the same number
+has been read up to where it ended when the item was read (``clicks_end``: the end offset of a
+fetch made after the item was read, so at least that): a worker catching up a backlog can read
+items further ahead of their clicks than the grace, and a wall clock alone then sends items whose
+clicks are in the topic to the unattributed topic (a partner not paid).
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import time
 from collections import defaultdict, deque
 from datetime import datetime, timezone
 from time import monotonic
+from typing import Callable
 
 from schemas.validation import InvalidEvent, event_time, validate_click
 
@@ -29,9 +34,11 @@ from .flow import Flow, Outputs, confirmed
 
 class Conversions:
     def __init__(self, settings: Settings, *, flow: Flow, ledger: Ledger, clicks, orders, dead_letter, unattributed,
-                 audit, outputs: Outputs):
+                 audit, outputs: Outputs, clicks_end: Callable[[int], tuple[int, int] | None] | None = None):
         """``clicks``: the click-history table, ``orders``: the taken orders' records (``get``,
-        ``put``, ``delete``); ``dead_letter``, ``unattributed``, ``audit``: topics (``send_soon``)."""
+        ``put``, ``delete``); ``dead_letter``, ``unattributed``, ``audit``: topics (``send_soon``);
+        ``clicks_end``: a clicks partition's end offset as last fetched and when that fetch was
+        (epoch ms), None before its first fetch; without it the grace is the wall clock alone."""
         self.flow, self.ledger, self.clicks, self.orders = flow, ledger, clicks, orders
         self.dead_letter, self.unattributed, self.audit, self.outputs = dead_letter, unattributed, audit, outputs
         a, impact = settings.attribution, settings.impact
@@ -45,7 +52,10 @@ class Conversions:
         flow.resolved_hooks.append(self._resolved)
         self._waiting: dict[tuple[int, str], list] = {}  # (partition, customer) -> items waiting for a click
         self._clicks_done: dict[int, asyncio.Future] = {}  # partition -> its last fetch's confirmation
-        self._deadlines: deque = deque()  # (monotonic deadline, partition, customer, waiting item)
+        self._clicks_topic, self._clicks_end = settings.topics.clicks, clicks_end
+        # Per partition, in read order: [monotonic deadline, customer, waiting item, read at (epoch
+        # ms), the clicks end to reach (once a fetch after the read has told it)].
+        self._deadlines: dict[int, deque] = {}
         self._items_in = self._joined = 0  # the per-item counts, kept apart: the cheapest increment
 
     # -- clicks ---------------------------------------------------------------------------
@@ -136,7 +146,8 @@ class Conversions:
         elif not self._try_attribute(waiting, self.clicks.get(first["customer_id"])):
             entry.pending, entry.expect = True, len(items)
             self._waiting.setdefault((tp.partition, first["customer_id"]), []).append(waiting)
-            self._deadlines.append((clock + self.grace_s, tp.partition, first["customer_id"], waiting))
+            self._deadlines.setdefault(tp.partition, deque()).append(
+                [clock + self.grace_s, first["customer_id"], waiting, now.timestamp() * 1000, None])
         return batcher.add(entry, clock)
 
     def _refuse(self, entry: Entry, record, refusal: Refusal, order_id: str) -> None:
@@ -200,21 +211,40 @@ class Conversions:
             await confirmed(sent)
 
     def expire_waiting(self, now: float) -> None:
-        """Items whose grace ran out go to the unattributed topic, never into a file."""
-        while self._deadlines and self._deadlines[0][0] <= now:
-            _, partition, key, waiting = self._deadlines.popleft()
-            entry, _, _, record = waiting
-            if not entry.pending or entry.batch is None:
-                continue
-            reason = unattributed_reason(self.clicks.get(key))
-            fut = self.outputs.send(self.unattributed, record, reason, f"no click within {self.grace_s:g}s grace")
-            self.outputs.count("unattributed", reason)
-            queue = self._waiting.get((partition, key), [])
-            if waiting in queue:
-                queue.remove(waiting)
-            if not queue:
-                self._waiting.pop((partition, key), None)
-            self.flow.resolved(resolve(entry, None, fut))
+        """Items whose grace ran out, their clicks partition read as far as it went when they were
+        read, go to the unattributed topic, never into a file."""
+        for partition, deadlines in self._deadlines.items():
+            # Deadlines and clicks ends only grow along a partition's items: the first that must
+            # still wait holds the rest.
+            while deadlines and deadlines[0][0] <= now and self._clicks_read(partition, deadlines[0]):
+                self._expire(partition, *deadlines.popleft()[1:3])
+
+    def _clicks_read(self, partition: int, deadline: list) -> bool:
+        if self._clicks_end is None:
+            return True
+        if deadline[4] is None:
+            # The end as last fetched can be older than the item (a large fetch still being
+            # read): only a fetch made after the item was read says how far its clicks go.
+            end = self._clicks_end(partition)
+            if end is None or end[1] < deadline[3]:
+                return False
+            deadline[4] = end[0]
+        part = self.ledger.get((self._clicks_topic, partition))
+        return part is not None and part.next >= deadline[4]
+
+    def _expire(self, partition: int, key: str, waiting) -> None:
+        entry, _, _, record = waiting
+        if not entry.pending or entry.batch is None:
+            return
+        reason = unattributed_reason(self.clicks.get(key))
+        fut = self.outputs.send(self.unattributed, record, reason, f"no click within {self.grace_s:g}s grace")
+        self.outputs.count("unattributed", reason)
+        queue = self._waiting.get((partition, key), [])
+        if waiting in queue:
+            queue.remove(waiting)
+        if not queue:
+            self._waiting.pop((partition, key), None)
+        self.flow.resolved(resolve(entry, None, fut))
 
     # -- timer and rebalance --------------------------------------------------------------
     async def tick(self) -> None:
@@ -222,6 +252,13 @@ class Conversions:
         self.expire_waiting(now)
         self._publish_counts()
         await self.flow.tick(now)
+
+    async def settle(self, timeout: float) -> None:
+        """Graceful stop: the clicks read so far recorded (their changelog writes confirmed) within
+        ``timeout``, so that the final commit covers them."""
+        pending = [asyncio.shield(done) for done in self._clicks_done.values()]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
 
     def forget(self, partitions: set[int]) -> None:
         """Partitions revoked: their waiting items go with their batches to the new owner."""
@@ -231,7 +268,8 @@ class Conversions:
             done = self._clicks_done.pop(partition, None)
             if done is not None:
                 done.cancel()
-        self._deadlines = deque(d for d in self._deadlines if d[1] not in partitions)
+        for partition in partitions:
+            self._deadlines.pop(partition, None)
 
     def _publish_counts(self) -> None:
         self.outputs.count("items_in", n=self._items_in)

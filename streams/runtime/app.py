@@ -6,6 +6,7 @@ import asyncio
 import faust
 from aiokafka.errors import CorruptRecordException, UnsupportedCodecError
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
 from faust.web.drivers import aiohttp as faust_web
 
 from connectors import build_connection
@@ -82,9 +83,11 @@ class ImrefApp(faust.App):
             except Exception:  # consumer never started
                 assignment = set()
             if assignment:
+                self.supervisor.stopping = True
                 self.flow_control.suspend()
                 self._consumer.pause_partitions(assignment)
-                await asyncio.gather(*(f.drain(self.imref.stop_timeout_s) for f in self.flows))
+                bound = self.imref.stop_timeout_s
+                await asyncio.gather(*(f.drain(bound) for f in self.flows), self.conversions.settle(bound))
         await super().on_stop()
 
 
@@ -138,7 +141,7 @@ def create_app(settings: Settings) -> ImrefApp:
     conversions = app.conversions = Conversions(
         settings, flow=flow, ledger=ledger, clicks=clicks, orders=orders, dead_letter=dead_letter,
         unattributed=_side_output(app, t.unattributed), audit=_side_output(app, t.audit),
-        outputs=Outputs(metrics, stop))
+        outputs=Outputs(metrics, stop), clicks_end=_end_offsets(app, t.clicks))
     app.flows = [flow]
     _gate(app, ledger, t.clicks, conversions.on_clicks)
     _gate(app, ledger, t.order_items, conversions.on_items, conversions.forget)
@@ -175,6 +178,19 @@ def _track_output_topics(app: ImrefApp, topics: list[str]) -> None:
         await track_topics(app.producer._ensure_producer(), topics)
 
     app.task(track)
+
+
+def _end_offsets(app: ImrefApp, topic: str):
+    """A partition's end offset as the consumer last fetched it, and when (epoch ms); None before
+    its first fetch, or once it is no longer assigned."""
+    def end(partition: int) -> tuple[int, int] | None:
+        consumer, tp = app.consumer._thread._consumer, TP(topic, partition)
+        try:
+            end, at = consumer.highwater(tp), consumer.last_poll_timestamp(tp)
+        except AssertionError:  # aiokafka: "Partition is not assigned"
+            return None
+        return None if end is None or at is None else (end, at)
+    return end
 
 
 def _side_output(app: ImrefApp, name: str) -> BatchedTopic:

@@ -61,8 +61,15 @@ class Supervisor:
     def __init__(self, app):
         self.app = app
         self.reason: str | None = None  # why the worker is stopping; /healthz reports it
+        self.stopping = False  # a graceful stop (SIGTERM) is under way
 
     def stop(self, what: str, exc: BaseException) -> None:
+        if self.stopping and isinstance(exc, errors.ProducerClosed):
+            # A write still on its way when the graceful stop closed the producer: its records
+            # were not committed (nothing is before its confirmation) and are read again.
+            log.info("at the stop: %s was not confirmed before the producer closed; read again after the restart",
+                     what)
+            return
         if self.reason is not None:  # the first failure is the one to act on; later ones may follow from it
             log.warning("while stopping: %s failed: %s", what, describe(exc))
             return

@@ -17,6 +17,11 @@ Loaded by ``sitecustomize`` when ``IMREF_TEST_HOOKS`` is set:
 - ``IMREF_TEST_FAIL_SEEK_BACK=<topic>``: the first fetch of ``topic`` with two records or more
   reaches the pipeline without its first record (as when Faust drops events), so the commit gate
   asks for a seek back, and that seek fails.
+- ``IMREF_TEST_SMALL_FETCHES=<bytes>,<records>,<seconds>``: a fetch brings at most ``bytes`` of a
+  partition (at least one record batch), the consumer hands over at most ``records`` a turn
+  (Faust's ``consumer_max_fetch_size``, ``broker_max_poll_records``), and each turn's clicks wait
+  ``seconds`` before the pipeline takes them (a slower clicks path): a small backlog of clicks
+  takes as long as a large one, the event loop's timers running meanwhile.
 - ``IMREF_TEST_SEEK_DELAY_S=<s>``: Faust resumes the flow of records before it seeks the stream
   partitions to their committed offsets; the delay makes records arrive in between every time
   instead of by chance.
@@ -42,8 +47,22 @@ _apps: list = []
 _create_app = streams.runtime.app.create_app
 
 
+_small_fetches = os.environ.get("IMREF_TEST_SMALL_FETCHES")
+
+
 def _capture(settings):
     app = _create_app(settings)
+    if _small_fetches:
+        size, records, wait_s = _small_fetches.split(",")
+        app.conf.consumer_max_fetch_size, app.conf.broker_max_poll_records = int(size), int(records)
+        clicks = app.imref.topics.clicks
+        take = app.ledger.handlers[clicks]
+
+        async def slower(tp, fetched, epoch):
+            await asyncio.sleep(float(wait_s))
+            return await take(tp, fetched, epoch)
+
+        app.ledger.handlers[clicks] = slower
     _apps.append(app)
     return app
 

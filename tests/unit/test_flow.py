@@ -2,6 +2,7 @@
 tables are recorders (the broker-backed proof is tests/integration/test_pipeline.py and
 test_modifications.py)."""
 import asyncio
+import time
 from contextlib import nullcontext
 from time import monotonic
 from datetime import datetime, timedelta, timezone
@@ -72,11 +73,11 @@ def item(order, customer, **extra):
 def settings(max_rows=100, settle_s=2.0):
     return parse_settings({"impact": {"campaign_id": 1000, "action_tracker_id": 4321},
                            "batch": {"max_rows": max_rows, "order_settle_s": settle_s},
-                           "attribution": {"grace_s": 60},
+                           "attribution": {"grace_s": 60}, "topics": {"clicks": CLICKS.topic, "order_items": ITEMS.topic},
                            "connections": [{"name": "outbox", "method": "fsspec", "url": "/tmp/unused"}]})
 
 
-def pipeline(max_rows=100, settle_s=2.0):
+def pipeline(max_rows=100, settle_s=2.0, clicks_end=None):
     s = settings(max_rows, settle_s)
     ledger = Ledger()
     topics = SimpleNamespace(dead=Recorder(), unattributed=Recorder(), clicks=Recorder(), orders=Recorder(),
@@ -84,7 +85,7 @@ def pipeline(max_rows=100, settle_s=2.0):
     flow = Flow(s.batch, title="conversions", header=s.impact.csv_header, ledger=ledger, cuts=Recorder(),
                 connections=[])
     p = Conversions(s, flow=flow, ledger=ledger, clicks=topics.clicks, orders=topics.orders, dead_letter=topics.dead,
-                    unattributed=topics.unattributed, audit=topics.audit, outputs=Outputs())
+                    unattributed=topics.unattributed, audit=topics.audit, outputs=Outputs(), clicks_end=clicks_end)
     ledger.route("items", p.on_items)
     ledger.route("clicks", p.on_clicks)
     ledger.assign(ITEMS, 0, epoch=1)
@@ -117,6 +118,46 @@ def test_a_fetch_of_items_joins_waits_and_dead_letters_in_offset_order():
         # (the clicks' changelog writes are confirmed beside the fetch loop, not in it)
         await p._clicks_done[CLICKS.partition]
         assert ledger.committable(CLICKS) == 2 and ledger.committable(ITEMS) is None
+
+    asyncio.run(run())
+
+
+def click(customer, ref):
+    return {"customer_id": customer, "im_ref": ref, "occurred_at": (AT - timedelta(hours=1)).isoformat()}
+
+
+def test_an_item_past_its_grace_waits_until_its_clicks_partition_is_read_as_far_as_it_went():
+    """A worker catching up a backlog reads items ahead of their clicks: the grace alone sent them
+    to the unattributed topic although their clicks were in the topic."""
+    async def run():
+        fetched = {}  # the clicks partition's end as last fetched, and when (epoch ms)
+        p, ledger, topics = pipeline(clicks_end=fetched.get)
+        fetched[CLICKS.partition] = (0, time.time() * 1000 - 1000)  # a fetch before the items came
+        await p.on_items(ITEMS, [record(ITEMS, 0, item("O1", "C1")), record(ITEMS, 1, item("O2", "C2"))], 1)
+        after_grace = monotonic() + 61
+        p.expire_waiting(after_grace)  # the clicks partition read as far as that fetch went: not enough
+        assert [pending for _, _, pending in open_rows(p)] == [True, True] and topics.unattributed.sent == []
+        fetched[CLICKS.partition] = (3, time.time() * 1000 + 1000)  # a fetch after: 3 clicks
+        p.expire_waiting(after_grace)
+        assert [pending for _, _, pending in open_rows(p)] == [True, True] and topics.unattributed.sent == []
+        await p.on_clicks(CLICKS, [record(CLICKS, 0, click("C1", "REF-C1")), record(CLICKS, 1, click("C9", "X"))], 1)
+        p.expire_waiting(after_grace)
+        assert open_rows(p) == [(0, "REF-C1", False), (1, None, True)] and topics.unattributed.sent == []
+        await p.on_clicks(CLICKS, [record(CLICKS, 2, click("C8", "Y"))], 1)  # read as far as it went
+        p.expire_waiting(after_grace)
+        assert [(k, h["imref.reason"]) for k, h in topics.unattributed.sent] == [(b"C2", b"no_click")]
+
+    asyncio.run(run())
+
+
+def test_without_the_clicks_end_the_grace_is_the_wall_clock():
+    async def run():
+        p, ledger, topics = pipeline()
+        await p.on_items(ITEMS, [record(ITEMS, 0, item("O1", "C1"))], 1)
+        p.expire_waiting(monotonic() + 59)
+        assert topics.unattributed.sent == []
+        p.expire_waiting(monotonic() + 61)
+        assert [(k, h["imref.reason"]) for k, h in topics.unattributed.sent] == [(b"C1", b"no_click")]
 
     asyncio.run(run())
 
