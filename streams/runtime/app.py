@@ -105,6 +105,7 @@ def create_app(settings: Settings) -> ImrefApp:
         broker_heartbeat_interval=k.heartbeat_interval_s,
         broker_rebalance_timeout=k.rebalance_timeout_s,
         broker_commit_interval=k.commit_interval_s,
+        broker_max_poll_records=k.max_poll_records,
         consumer_group_instance_id=k.instance_id,
         consumer_auto_offset_reset="earliest",
         topic_partitions=settings.topics.partitions,
