@@ -26,6 +26,7 @@ from faust.types import TP
 from ..delivery.failures import owned
 from ..delivery.ledger import Ledger, PartitionLedger
 from ..delivery.positions import Positions
+from .changelog import ChangelogFetches
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ class GatedConsumer(faust_aiokafka.Consumer):
         self._read_offset = _UngatedReadOffsets(self.ledger.topics)
         self.ledger.attach(self)
         self.positions = Positions()
+        # Looked up at failure time: the app's supervisor may be set after its consumer exists.
+        self.changelogs = ChangelogFetches(self, lambda what, exc: self.app.supervisor.stop(what, exc))
 
     # -- positions ---------------------------------------------------------------------------
     async def _reposition(self, offsets: dict[TP, int]) -> None:
@@ -105,10 +108,14 @@ class GatedConsumer(faust_aiokafka.Consumer):
         records, active = await super()._wait_next_records(timeout)
         if not records:
             return records, active
-        kept, overlapped, batches = {}, {}, []
+        kept, overlapped, batches, changelogs = {}, {}, [], {}
+        flowing = self.flow_active
         for tp, batch in records.items():
             if not self.ledger.gates(tp):
-                kept[tp] = batch
+                if flowing and self.changelogs.takes(tp):
+                    changelogs[tp] = batch
+                else:
+                    kept[tp] = batch
             elif self.positions.overlapped(ticket, tp):
                 part = self.ledger.get(tp)
                 self.positions.dropped(tp, owned=part is not None)
@@ -116,6 +123,8 @@ class GatedConsumer(faust_aiokafka.Consumer):
                     overlapped[tp] = part.next
             else:
                 batches.append(self.positions.fetched(tp, batch, self.ledger.fetched_gap))
+        if changelogs:
+            await self.changelogs.apply(changelogs, active)
         if overlapped:
             await self._reposition(overlapped)
         for fetched in batches:
