@@ -17,6 +17,15 @@ Loaded by ``sitecustomize`` when ``IMREF_TEST_HOOKS`` is set:
 - ``IMREF_TEST_FAIL_SEEK_BACK=<topic>``: the first fetch of ``topic`` with two records or more
   reaches the pipeline without its first record (as when Faust drops events), so the commit gate
   asks for a seek back, and that seek fails.
+- ``IMREF_TEST_FAUST_RECOVERY=1``: changelog records take Faust's own per-event recovery path
+  instead of ``streams.runtime.changelog`` (the reference a table recovered a fetch at a time is
+  compared with).
+- ``IMREF_TEST_DUMP_TABLES=<file>``: once each recovery is complete (Faust's "Worker ready"), every
+  table's contents (partition -> key -> value, read from its store), the persisted offsets and the
+  number of changelog records applied a fetch at a time are written to ``<file>`` as JSON.
+- ``IMREF_TEST_CHANGELOG_DELAY_S=<s>``: each fetch of changelog records waits that long before it
+  is applied: a recovery slow enough to be killed half-way. ``IMREF_TEST_CHANGELOG_MARK=<dir>``
+  gets a file ``applied-<n>`` after each fetch applied.
 - ``IMREF_TEST_SEEK_DELAY_S=<s>``: Faust resumes the flow of records before it seeks the stream
   partitions to their committed offsets; the delay makes records arrive in between every time
   instead of by chance.
@@ -36,6 +45,7 @@ from faust.transport.consumer import Consumer
 
 import streams.runtime.app
 from connectors import faults
+from streams.runtime.changelog import ChangelogFetches
 from streams.runtime.consumer import GatedConsumer
 
 _apps: list = []
@@ -154,3 +164,72 @@ if _fail_seek_back:
     Ledger.route = _dropping_route
     GatedConsumer.seek_back = _failing_seek_back
     GatedConsumer._reposition = _failing_reposition
+
+if os.environ.get("IMREF_TEST_FAUST_RECOVERY"):
+    ChangelogFetches.takes = lambda self, tp: False
+
+_applied = itertools.count(1)
+_applied_records = 0
+_applied_batches: list[int] = []  # records per partition per fetch
+_apply, _apply_table = ChangelogFetches.apply, ChangelogFetches._apply
+_changelog_delay = float(os.environ.get("IMREF_TEST_CHANGELOG_DELAY_S", 0))
+_changelog_mark = os.environ.get("IMREF_TEST_CHANGELOG_MARK")
+
+
+async def _counted_apply_table(self, recovery, table, parts) -> None:
+    global _applied_records
+    await _apply_table(self, recovery, table, parts)
+    _applied_records += sum(len(records) for _, records, _ in parts)
+    _applied_batches.extend(len(records) for _, records, _ in parts)
+
+
+async def _counted_apply(self, fetched, active) -> None:
+    if _changelog_delay:
+        await asyncio.sleep(_changelog_delay)
+    await _apply(self, fetched, active)
+    if _changelog_mark:
+        (Path(_changelog_mark) / f"applied-{next(_applied)}").touch()
+
+
+ChangelogFetches._apply = _counted_apply_table
+ChangelogFetches.apply = _counted_apply
+
+_dump = os.environ.get("IMREF_TEST_DUMP_TABLES")
+if _dump:
+    import json
+
+    from faust.tables.recovery import Recovery
+
+    _completed = Recovery.on_recovery_completed
+
+    def _contents(table) -> dict:
+        store = table.data
+        parts: dict = {}
+        raw = getattr(store, "data", None)
+        if isinstance(raw, dict):  # memory store: decoded keys and values, their partition from recovery
+            for key, value in raw.items():
+                parts.setdefault(str(store._key_partition.get(key)), {})[key] = value
+        else:  # RocksDB: every partition database, through the store's own codec
+            for partition, db in sorted(store._dbs.items()):
+                it = db.iteritems()
+                it.seek_to_first()
+                keys = {store._decode_key(k): store._decode_value(v) for k, v in it if k != store.offset_key}
+                del it
+                if keys:
+                    parts[str(partition)] = keys
+        return parts
+
+    async def _dumping_completed(self, generation_id: int = 0) -> None:
+        await _completed(self, generation_id)
+        tables = {}
+        for name, table in self.tables.items():
+            topic = table.changelog_topic.get_topic_name()
+            offsets = {}
+            for tp in self.tp_to_table:
+                if tp.topic == topic:
+                    offsets[str(tp.partition)] = table.data.persisted_offset(tp)
+            tables[name] = {"contents": _contents(table), "persisted_offsets": offsets}
+        Path(_dump).write_text(json.dumps({"tables": tables, "applied_a_fetch_at_a_time": _applied_records,
+                                           "partition_fetches": _applied_batches}))
+
+    Recovery.on_recovery_completed = _dumping_completed
