@@ -102,3 +102,57 @@ def test_a_table_recovered_a_fetch_at_a_time_equals_one_recovered_by_faust(broke
     for name, table in fetch["tables"].items():
         if name != "clicks":
             assert table["contents"] == faust["tables"][name]["contents"] == {}, name
+
+
+def on_disk(data_dir: Path) -> dict[int, int]:
+    """The offsets persisted in the clicks table's RocksDB partitions (the killed worker's last
+    applied records), read as Faust reads them at start."""
+    import rocksdb
+
+    offsets = {}
+    for p in range(PARTITIONS):
+        path = data_dir / "v1" / "tables" / f"clicks-{p}.db"
+        if path.exists():
+            db = rocksdb.DB(str(path), rocksdb.Options(), read_only=True)
+            value = db.get(b"__faust\0offset__")
+            if value is not None:
+                offsets[p] = int(value)
+            del db
+    return offsets
+
+
+def test_kill_9_during_recovery_then_restart_recovers_the_whole_table(broker, tmp_path, app_id):
+    records = changelog(12_000)
+    last = write_changelog(broker.bootstrap, f"{app_id}-clicks-changelog", records)
+    data_dir = tmp_path / "data"
+    cfg = write_config(tmp_path / "config.yaml", bootstrap=broker.bootstrap, app_id=app_id, out_dir=tmp_path / "out",
+                       data_dir=data_dir, store="rocksdb://", kafka={"instance_id": "worker-0"})
+    # Small fetches, each held a moment: a recovery of seconds, killed after a few fetches.
+    slow = {"IMREF_TEST_HOOKS": "1", "BROKER_MAX_POLL_RECORDS": "500", "IMREF_TEST_CHANGELOG_DELAY_S": "0.1"}
+    persisted = []
+    for kill in range(2):  # the second run starts from what the first persisted, and is killed too
+        marks = tmp_path / f"marks-{kill}"
+        marks.mkdir()
+        worker = WorkerProcess(cfg, tmp_path / f"killed-{kill}.log", env={**slow, "IMREF_TEST_CHANGELOG_MARK": str(marks)})
+        worker.start()
+        wait_until(lambda: len(list(marks.iterdir())) >= 5, 120, "five changelog fetches applied", worker, every=0.02)
+        worker.kill()
+        assert "Restoring state from changelog topics" in worker.log_text()
+        assert "Done reading from changelog" not in worker.log_text(), "killed after its recovery, not during it"
+        persisted.append(on_disk(data_dir))
+        assert persisted[-1], "nothing persisted before the kill"
+        assert sum(persisted[-1].values()) < sum(last.values()), (persisted[-1], last)
+    assert sum(persisted[1].values()) > sum(persisted[0].values()), persisted  # the second run went on from the first
+
+    dump = tmp_path / "after.json"
+    worker = WorkerProcess(cfg, tmp_path / "restarted.log",
+                           env={"IMREF_TEST_HOOKS": "1", "IMREF_TEST_DUMP_TABLES": str(dump)})
+    worker.start().wait_ready(180)
+    assert worker.stop() == 0, worker.log_text()[-3000:]
+    after = json.loads(dump.read_text())
+    clicks = after["tables"]["clicks"]
+    assert clicks["contents"] == expected_contents(records)
+    assert clicks["persisted_offsets"] == {str(p): o for p, o in last.items()}
+    # It resumed from the offsets the killed runs persisted (the record at each is read again,
+    # and skipped), not from the start of the changelog.
+    assert after["applied_a_fetch_at_a_time"] == sum(end - persisted[1].get(p, -1) for p, end in last.items())
