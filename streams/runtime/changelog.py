@@ -29,10 +29,12 @@ Faust's RocksDB store, whose batch apply reads only the message's partition, off
 (decoding every value there would cost more than the write). Faust's buffer of the table, if it
 holds anything, is applied first, so that no older record lands after a newer one.
 
-Records are applied only while Faust would deliver them: with the flow active (the consumer
-rewinds a fetch that returns while it is stopped) and for partitions still active (a partition
-paused since the fetch was issued is sought again by the next recovery before it is resumed). A
-table with its own ``on_changelog_event`` callback stays on Faust's per-event path.
+Records are applied only while Faust would deliver them: with the flow active, and for
+partitions still active (not paused since the fetch was issued). Where Faust drops the others,
+the consumer rewinds them (as it rewinds a fetch that returns while the flow is stopped): the
+partition's position then never runs ahead of what its table holds, so a fetch that starts
+there cannot skip records, whether or not a seek comes first. A table with its own
+``on_changelog_event`` callback stays on Faust's per-event path.
 """
 from __future__ import annotations
 
@@ -96,22 +98,26 @@ class ChangelogFetches:
     def takes(self, tp: TP) -> bool:
         return tp.topic in self.topics()
 
-    async def apply(self, fetched: dict[TP, list], active: set[TP] | None) -> None:
+    async def apply(self, fetched: dict[TP, list], active: set[TP] | None) -> dict[TP, list]:
         """Apply ``fetched`` (changelog partition -> its records of one fetch, in offset order);
-        ``active``: the partitions Faust would still deliver records of (None: all)."""
+        ``active``: the partitions Faust would still deliver records of (None: all). Returns the
+        records left unapplied (their partition paused since the fetch, or no longer recovered),
+        for the consumer to fetch again."""
         recovery = self.app.tables.recovery
         now = monotonic()
-        parts, actives_applied = {}, 0
+        parts, actives_applied, unapplied = {}, 0, {}
         for tp, records in fetched.items():
             if active is not None and tp not in active:
-                continue  # paused since this fetch was issued: Faust drops these too
+                unapplied[tp] = records  # paused since this fetch was issued (Faust drops these)
+                continue
             if tp in recovery.active_tps:
                 offsets, received = recovery.active_offsets, recovery._active_events_received_at
             elif tp in recovery.standby_tps:
                 offsets, received = recovery.standby_offsets, recovery._standby_events_received_at
             else:
-                log.warning("changelog records of %s[%d] fetched while it is neither active nor standby: dropped",
+                log.warning("changelog records of %s[%d] fetched while it is neither active nor standby: not applied",
                             tp.topic, tp.partition)
+                unapplied[tp] = records
                 continue
             seen = offsets.get(tp)
             if seen is not None and records[0].offset <= seen:
@@ -128,7 +134,7 @@ class ChangelogFetches:
             except Exception as exc:
                 # Not applied, offsets not advanced: nothing counts as recovered that is not in the store.
                 self.stop(f"applying changelog records to table {table.name}", exc)
-                return
+                return {}
             for tp, records, offsets in table_parts:
                 offsets[tp] = records[-1].offset
         if parts:
@@ -136,6 +142,7 @@ class ChangelogFetches:
             if actives_applied:
                 self._processing_time(recovery, now, done, actives_applied)
         self._maybe_end(recovery)
+        return unapplied
 
     async def _apply(self, recovery, table, parts) -> None:
         buffered = recovery.buffers.get(table)

@@ -124,7 +124,12 @@ class GatedConsumer(faust_aiokafka.Consumer):
             else:
                 batches.append(self.positions.fetched(tp, batch, self.ledger.fetched_gap))
         if changelogs:
-            await self.changelogs.apply(changelogs, active)
+            unapplied = await self.changelogs.apply(changelogs, active)
+            if unapplied:
+                # Their position moved past records no table has: whoever resumes them without a
+                # seek (or a fetch in flight across the next seek) would start after a hole.
+                await self._thread.call_thread(self._rewind, self._thread._consumer,
+                                               {tp: (b[0].offset, b[-1].offset + 1) for tp, b in unapplied.items()})
         if overlapped:
             await self._reposition(overlapped)
         for fetched in batches:
