@@ -156,3 +156,45 @@ def test_kill_9_during_recovery_then_restart_recovers_the_whole_table(broker, tm
     # It resumed from the offsets the killed runs persisted (the record at each is read again,
     # and skipped), not from the start of the changelog.
     assert after["applied_a_fetch_at_a_time"] == sum(end - persisted[1].get(p, -1) for p, end in last.items())
+
+
+def read_dump(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def test_standby_replicas_are_kept_a_fetch_at_a_time_and_take_over_without_reading_again(broker, tmp_path, app_id):
+    records = changelog(12_000)
+    last = write_changelog(broker.bootstrap, f"{app_id}-clicks-changelog", records)
+    workers, dumps, data = {}, {}, {}
+    for name in ("a", "b"):
+        data[name] = tmp_path / f"{name}-data"
+        cfg = write_config(tmp_path / f"{name}.yaml", bootstrap=broker.bootstrap, app_id=app_id,
+                           out_dir=tmp_path / "out", data_dir=data[name], store="rocksdb://")
+        dumps[name] = tmp_path / f"{name}.json"
+        workers[name] = WorkerProcess(cfg, tmp_path / f"{name}.log",
+                                      env={"IMREF_TEST_HOOKS": "1", "IMREF_TEST_DUMP_TABLES": str(dumps[name])})
+    # a recovers every partition; b joins, recovers the ones it takes as actives, and holds a's as
+    # standbys (Faust's default of one replica), read from the start of their changelog.
+    workers["a"].start().wait_ready(180)
+    workers["b"].start().wait_ready(180)
+    wait_until(lambda: on_disk(data["b"]) == last, 120, "b's four partitions persisted up to their last offset",
+               workers["b"])
+    b = read_dump(dumps["b"])["tables"]["clicks"]
+    assert len(b["active"]) == len(b["standby"]) == 2 and set(b["active"]).isdisjoint(b["standby"]), b
+
+    # a leaves: b takes its partitions over as actives, from what b's standbys persisted.
+    assert workers["a"].stop() == 0, workers["a"].log_text()[-3000:]
+
+    def took_over() -> dict | None:
+        dump = read_dump(dumps["b"])
+        return dump if dump["tables"]["clicks"]["active"] == [0, 1, 2, 3] else None
+
+    wait_until(took_over, 120, "b active on every partition", workers["b"])
+    after = took_over()
+    clicks = after["tables"]["clicks"]
+    assert clicks["contents"] == expected_contents(records)
+    assert clicks["persisted_offsets"] == {str(p): o for p, o in last.items()}
+    # Every record reached b's store once, by its path: its actives' recovery and its standbys
+    # a fetch at a time, and nothing was read again at the take-over.
+    assert after["applied_a_fetch_at_a_time"] == len(records)
+    assert workers["b"].stop() == 0, workers["b"].log_text()[-3000:]

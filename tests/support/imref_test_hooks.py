@@ -219,17 +219,23 @@ if _dump:
                     parts[str(partition)] = keys
         return parts
 
+    def _write_dump(recovery, path: str) -> None:
+        tables = {}
+        for name, table in recovery.tables.items():
+            topic = table.changelog_topic.get_topic_name()
+            offsets = {str(tp.partition): table.data.persisted_offset(tp)
+                       for tp in recovery.active_tps | recovery.standby_tps if tp.topic == topic}
+            tables[name] = {"contents": _contents(table), "persisted_offsets": offsets,
+                            "active": sorted(tp.partition for tp in recovery.active_tps if tp.topic == topic),
+                            "standby": sorted(tp.partition for tp in recovery.standby_tps if tp.topic == topic)}
+        # Renamed into place: a test polls these files while the worker runs.
+        part = Path(f"{path}.part")
+        part.write_text(json.dumps({"tables": tables, "applied_a_fetch_at_a_time": _applied_records,
+                                    "partition_fetches": _applied_batches}))
+        part.rename(path)
+
     async def _dumping_completed(self, generation_id: int = 0) -> None:
         await _completed(self, generation_id)
-        tables = {}
-        for name, table in self.tables.items():
-            topic = table.changelog_topic.get_topic_name()
-            offsets = {}
-            for tp in self.tp_to_table:
-                if tp.topic == topic:
-                    offsets[str(tp.partition)] = table.data.persisted_offset(tp)
-            tables[name] = {"contents": _contents(table), "persisted_offsets": offsets}
-        Path(_dump).write_text(json.dumps({"tables": tables, "applied_a_fetch_at_a_time": _applied_records,
-                                           "partition_fetches": _applied_batches}))
+        _write_dump(self, _dump)
 
     Recovery.on_recovery_completed = _dumping_completed
