@@ -105,7 +105,7 @@ class ChangelogFetches:
         for the consumer to fetch again."""
         recovery = self.app.tables.recovery
         now = monotonic()
-        parts, actives_applied, unapplied = {}, 0, {}
+        parts, actives_applied, unapplied, delivered = {}, 0, {}, False
         for tp, records in fetched.items():
             if active is not None and tp not in active:
                 unapplied[tp] = records  # paused since this fetch was issued (Faust drops these)
@@ -119,6 +119,7 @@ class ChangelogFetches:
                             tp.topic, tp.partition)
                 unapplied[tp] = records
                 continue
+            delivered = True
             seen = offsets.get(tp)
             if seen is not None and records[0].offset <= seen:
                 records = [r for r in records if r.offset > seen]
@@ -141,7 +142,8 @@ class ChangelogFetches:
             recovery._last_flush_at = done = monotonic()
             if actives_applied:
                 self._processing_time(recovery, now, done, actives_applied)
-        self._maybe_end(recovery)
+        if delivered:  # Faust checks after each record it is handed, applied or already seen
+            self._maybe_end(recovery)
         return unapplied
 
     async def _apply(self, recovery, table, parts) -> None:
