@@ -11,8 +11,10 @@ suspended, and an ack arriving after a revoke lands in bookkeeping the revoke ha
 So ``GatedConsumer`` hands each fetch of a gated partition to the topic's batch handler as one
 list (Faust's per-event path -- two asyncio tasks per record in its drain loop, conductor,
 channel, stream -- costs more than all of our own work), seeks each newly assigned partition to
-its committed offset explicitly, and commits only what the ledger says is delivered. Faust keeps
-group membership, assignment, tables, recovery, timers and the web server. The private Faust
+its committed offset explicitly, and commits only what the ledger says is delivered. The tables'
+changelog partitions are handed over a fetch at a time as well, to ``streams.runtime.changelog``,
+which applies them for Faust's recovery. Faust keeps group membership, assignment, tables, the
+recovery's decisions, timers and the web server. The private Faust
 names it overrides or reads are in the start-up check (``streams.runtime.internals``).
 """
 from __future__ import annotations
