@@ -183,12 +183,13 @@ async def _counted_apply_table(self, recovery, table, parts) -> None:
     _applied_batches.extend(len(records) for _, records, _ in parts)
 
 
-async def _counted_apply(self, fetched, active) -> None:
+async def _counted_apply(self, fetched, active) -> dict:
     if _changelog_delay:
         await asyncio.sleep(_changelog_delay)
-    await _apply(self, fetched, active)
+    unapplied = await _apply(self, fetched, active)
     if _changelog_mark:
         (Path(_changelog_mark) / f"applied-{next(_applied)}").touch()
+    return unapplied  # the consumer rewinds these: the hook must not change what the worker does
 
 
 ChangelogFetches._apply = _counted_apply_table
