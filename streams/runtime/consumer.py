@@ -11,8 +11,10 @@ suspended, and an ack arriving after a revoke lands in bookkeeping the revoke ha
 So ``GatedConsumer`` hands each fetch of a gated partition to the topic's batch handler as one
 list (Faust's per-event path -- two asyncio tasks per record in its drain loop, conductor,
 channel, stream -- costs more than all of our own work), seeks each newly assigned partition to
-its committed offset explicitly, and commits only what the ledger says is delivered. Faust keeps
-group membership, assignment, tables, recovery, timers and the web server. The private Faust
+its committed offset explicitly, and commits only what the ledger says is delivered. The tables'
+changelog partitions are handed over a fetch at a time as well, to ``streams.runtime.changelog``,
+which applies them for Faust's recovery. Faust keeps group membership, assignment, tables, the
+recovery's decisions, timers and the web server. The private Faust
 names it overrides or reads are in the start-up check (``streams.runtime.internals``).
 """
 from __future__ import annotations
@@ -26,6 +28,7 @@ from faust.types import TP
 from ..delivery.failures import owned
 from ..delivery.ledger import Ledger, PartitionLedger
 from ..delivery.positions import Positions
+from .changelog import ChangelogFetches
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,8 @@ class GatedConsumer(faust_aiokafka.Consumer):
         self._read_offset = _UngatedReadOffsets(self.ledger.topics)
         self.ledger.attach(self)
         self.positions = Positions()
+        # Looked up at failure time: the app's supervisor may be set after its consumer exists.
+        self.changelogs = ChangelogFetches(self, lambda what, exc: self.app.supervisor.stop(what, exc))
 
     # -- positions ---------------------------------------------------------------------------
     async def _reposition(self, offsets: dict[TP, int]) -> None:
@@ -105,10 +110,14 @@ class GatedConsumer(faust_aiokafka.Consumer):
         records, active = await super()._wait_next_records(timeout)
         if not records:
             return records, active
-        kept, overlapped, batches = {}, {}, []
+        kept, overlapped, batches, changelogs = {}, {}, [], {}
+        flowing = self.flow_active
         for tp, batch in records.items():
             if not self.ledger.gates(tp):
-                kept[tp] = batch
+                if flowing and self.changelogs.takes(tp):
+                    changelogs[tp] = batch
+                else:
+                    kept[tp] = batch
             elif self.positions.overlapped(ticket, tp):
                 part = self.ledger.get(tp)
                 self.positions.dropped(tp, owned=part is not None)
@@ -116,6 +125,13 @@ class GatedConsumer(faust_aiokafka.Consumer):
                     overlapped[tp] = part.next
             else:
                 batches.append(self.positions.fetched(tp, batch, self.ledger.fetched_gap))
+        if changelogs:
+            unapplied = await self.changelogs.apply(changelogs, active)
+            if unapplied:
+                # Their position moved past records no table has: whoever resumes them without a
+                # seek (or a fetch in flight across the next seek) would start after a hole.
+                await self._thread.call_thread(self._rewind, self._thread._consumer,
+                                               {tp: (b[0].offset, b[-1].offset + 1) for tp, b in unapplied.items()})
         if overlapped:
             await self._reposition(overlapped)
         for fetched in batches:

@@ -27,6 +27,7 @@ class Internal:
 
 _FAUST_CONSUMER = "faust.transport.drivers.aiokafka:Consumer"
 _GATE = "commit gate (runtime/consumer.py)"
+_CHANGELOG = "changelog fetches applied a fetch at a time (runtime/changelog.py)"
 INTERNALS = [
     # runtime/consumer.py: the commit gate overrides or reads these.
     *(Internal(_FAUST_CONSUMER, name, _GATE) for name in (
@@ -48,6 +49,16 @@ INTERNALS = [
     Internal("aiokafka:AIOKafkaConsumer", "_client", "readiness: the consumer's broker connections"),
     Internal("aiokafka.client:AIOKafkaClient", "_conns", "readiness: the consumer's broker connections"),
     Internal("aiokafka.conn:AIOKafkaConnection", "connected", "readiness: the consumer's broker connections"),
+    # runtime/changelog.py: changelog fetches applied for Faust's Recovery, kept as _slurp_changelogs keeps it.
+    *(Internal("faust.tables.recovery:Recovery", name, _CHANGELOG) for name in (
+        "_active_events_received_at", "_standby_events_received_at", "_processing_times",
+        "_last_flush_at", "_actives_span", "_standbys_span",
+        "_set_recovery_ended", "_slurp_changelogs", "active_tps", "standby_tps", "active_offsets", "standby_offsets",
+        "tp_to_table", "buffers", "in_recovery", "need_recovery", "flush_buffers", "signal_recovery_end",
+        "standby_remaining_total", "num_samples_required_for_estimate")),
+    *(Internal("faust.tables.manager:TableManager", name, _CHANGELOG) for name in ("_changelogs", "_tables_finalized")),
+    Internal("faust.tables.base:Collection", "_on_changelog_event", _CHANGELOG),
+    Internal(_FAUST_CONSUMER, "_to_message", _CHANGELOG),
     # runtime/app.py
     Internal("faust:App", "_new_transport", "the transport that creates the gated consumer"),
     Internal("faust:App", "_new_web", "the web server without Faust's JSON index"),

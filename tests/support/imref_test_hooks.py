@@ -22,6 +22,15 @@ Loaded by ``sitecustomize`` when ``IMREF_TEST_HOOKS`` is set:
   (Faust's ``consumer_max_fetch_size``, ``broker_max_poll_records``), and each turn's clicks wait
   ``seconds`` before the pipeline takes them (a slower clicks path): a small backlog of clicks
   takes as long as a large one, the event loop's timers running meanwhile.
+- ``IMREF_TEST_FAUST_RECOVERY=1``: changelog records take Faust's own per-event recovery path
+  instead of ``streams.runtime.changelog`` (the reference a table recovered a fetch at a time is
+  compared with).
+- ``IMREF_TEST_DUMP_TABLES=<file>``: once each recovery is complete (Faust's "Worker ready"), every
+  table's contents (partition -> key -> value, read from its store), the persisted offsets and the
+  number of changelog records applied a fetch at a time are written to ``<file>`` as JSON.
+- ``IMREF_TEST_CHANGELOG_DELAY_S=<s>``: each fetch of changelog records waits that long before it
+  is applied: a recovery slow enough to be killed half-way. ``IMREF_TEST_CHANGELOG_MARK=<dir>``
+  gets a file ``applied-<n>`` after each fetch applied.
 - ``IMREF_TEST_SEEK_DELAY_S=<s>``: Faust resumes the flow of records before it seeks the stream
   partitions to their committed offsets; the delay makes records arrive in between every time
   instead of by chance.
@@ -41,6 +50,7 @@ from faust.transport.consumer import Consumer
 
 import streams.runtime.app
 from connectors import faults
+from streams.runtime.changelog import ChangelogFetches
 from streams.runtime.consumer import GatedConsumer
 
 _apps: list = []
@@ -173,3 +183,79 @@ if _fail_seek_back:
     Ledger.route = _dropping_route
     GatedConsumer.seek_back = _failing_seek_back
     GatedConsumer._reposition = _failing_reposition
+
+if os.environ.get("IMREF_TEST_FAUST_RECOVERY"):
+    ChangelogFetches.takes = lambda self, tp: False
+
+_applied = itertools.count(1)
+_applied_records = 0
+_applied_batches: list[int] = []  # records per partition per fetch
+_apply, _apply_table = ChangelogFetches.apply, ChangelogFetches._apply
+_changelog_delay = float(os.environ.get("IMREF_TEST_CHANGELOG_DELAY_S", 0))
+_changelog_mark = os.environ.get("IMREF_TEST_CHANGELOG_MARK")
+
+
+async def _counted_apply_table(self, recovery, table, parts) -> None:
+    global _applied_records
+    await _apply_table(self, recovery, table, parts)
+    _applied_records += sum(len(records) for _, records, _ in parts)
+    _applied_batches.extend(len(records) for _, records, _ in parts)
+
+
+async def _counted_apply(self, fetched, active) -> dict:
+    if _changelog_delay:
+        await asyncio.sleep(_changelog_delay)
+    unapplied = await _apply(self, fetched, active)
+    if _changelog_mark:
+        (Path(_changelog_mark) / f"applied-{next(_applied)}").touch()
+    return unapplied  # the consumer rewinds these: the hook must not change what the worker does
+
+
+ChangelogFetches._apply = _counted_apply_table
+ChangelogFetches.apply = _counted_apply
+
+_dump = os.environ.get("IMREF_TEST_DUMP_TABLES")
+if _dump:
+    import json
+
+    from faust.tables.recovery import Recovery
+
+    _completed = Recovery.on_recovery_completed
+
+    def _contents(table) -> dict:
+        store = table.data
+        parts: dict = {}
+        raw = getattr(store, "data", None)
+        if isinstance(raw, dict):  # memory store: decoded keys and values, their partition from recovery
+            for key, value in raw.items():
+                parts.setdefault(str(store._key_partition.get(key)), {})[key] = value
+        else:  # RocksDB: every partition database, through the store's own codec
+            for partition, db in sorted(store._dbs.items()):
+                it = db.iteritems()
+                it.seek_to_first()
+                keys = {store._decode_key(k): store._decode_value(v) for k, v in it if k != store.offset_key}
+                del it
+                if keys:
+                    parts[str(partition)] = keys
+        return parts
+
+    def _write_dump(recovery, path: str) -> None:
+        tables = {}
+        for name, table in recovery.tables.items():
+            topic = table.changelog_topic.get_topic_name()
+            offsets = {str(tp.partition): table.data.persisted_offset(tp)
+                       for tp in recovery.active_tps | recovery.standby_tps if tp.topic == topic}
+            tables[name] = {"contents": _contents(table), "persisted_offsets": offsets,
+                            "active": sorted(tp.partition for tp in recovery.active_tps if tp.topic == topic),
+                            "standby": sorted(tp.partition for tp in recovery.standby_tps if tp.topic == topic)}
+        # Renamed into place: a test polls these files while the worker runs.
+        part = Path(f"{path}.part")
+        part.write_text(json.dumps({"tables": tables, "applied_a_fetch_at_a_time": _applied_records,
+                                    "partition_fetches": _applied_batches}))
+        part.rename(path)
+
+    async def _dumping_completed(self, generation_id: int = 0) -> None:
+        await _completed(self, generation_id)
+        _write_dump(self, _dump)
+
+    Recovery.on_recovery_completed = _dumping_completed
