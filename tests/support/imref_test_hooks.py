@@ -17,6 +17,10 @@ Loaded by ``sitecustomize`` when ``IMREF_TEST_HOOKS`` is set:
 - ``IMREF_TEST_FAIL_SEEK_BACK=<topic>``: the first fetch of ``topic`` with two records or more
   reaches the pipeline without its first record (as when Faust drops events), so the commit gate
   asks for a seek back, and that seek fails.
+- ``IMREF_TEST_START_AFTER=<path>``: the worker fetches no record (of any topic) until ``<path>``
+  exists; joining the group, assignment and the recovery of empty tables go on. For the
+  benchmark of several workers on one backlog: started together, they still join one after the
+  other, and the first would read the backlog alone until the others are in.
 - ``IMREF_TEST_SEEK_DELAY_S=<s>``: Faust resumes the flow of records before it seeks the stream
   partitions to their committed offsets; the delay makes records arrive in between every time
   instead of by chance.
@@ -114,6 +118,23 @@ if _hold:
     faults.point = _held_point
     Consumer.on_partitions_revoked = _marked_revoke
     GatedConsumer.perform_seek = _marked_seek
+
+_start_after = os.environ.get("IMREF_TEST_START_AFTER")
+if _start_after:
+    _go = Path(_start_after)
+    _wait_next_records = GatedConsumer._wait_next_records
+
+    async def _held_until_go(self, timeout):
+        if not _go.exists():
+            # None ends Faust's getmany at once: an empty fetch with the flow stopped (a recovery)
+            # would make Faust seek every partition back, as after a dropped fetch.
+            await asyncio.sleep(0.05)
+            return None, None
+        # Released for good: the worker's own fetch path from here on, with nothing in between.
+        GatedConsumer._wait_next_records = _wait_next_records
+        return await _wait_next_records(self, timeout)
+
+    GatedConsumer._wait_next_records = _held_until_go
 
 _seek_delay = float(os.environ.get("IMREF_TEST_SEEK_DELAY_S", 0))
 if _seek_delay:
