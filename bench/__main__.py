@@ -160,7 +160,8 @@ def _wall(r: dict) -> str:
 
 def _shares(r: dict) -> str:
     moved = f", {r['partitions_moved']} partitions changed hands while timed" if r["partitions_moved"] else ""
-    return " + ".join(f"{n:,}" for n in r["items_per_worker"]) + f" (CPU s {' + '.join(map(str, r['cpu_s_per_worker']))}{moved})"
+    return " + ".join(f"{n:,}" for n in r["items_per_worker"]) + \
+        f" (CPU s {' + '.join(map(str, r['cpu_s_per_worker']))}; {r['unattributed']:,} unattributed{moved})"
 
 
 def fmt(v: float) -> str:
@@ -200,7 +201,8 @@ What was counted:
   backlog, held before their first fetch until each owned half the partitions, then let go together; from then
   to the last item delivered, CPU summed over both; standby replicas 1 (Faust's default: each worker replays the
   other's changelog writes) and 0. Items per worker: {_shares(thr['pipeline x2'])} (standby 1),
-  {_shares(thr['pipeline x2 standby 0'])} (standby 0).
+  {_shares(thr['pipeline x2 standby 0'])} (standby 0); one worker: {thr['pipeline']['unattributed']:,} unattributed
+  (items read more than the grace before their click: each goes out alone, a slower path).
 - memory: VmRSS growth of a process holding the `clicks` table in Faust's RocksDB store (Faust's options,
   json codec), after writing, compacting and reading every key once, divided by stored im_refs
   ({mem['refs_per_key']:.2f} per customer; 16-char customer ids, 40-char im_refs); per customer multiply by

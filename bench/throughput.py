@@ -145,7 +145,7 @@ def wait_shared(procs: list[WorkerProcess], topics: set[str], partitions_per_top
 
 
 def run_pipeline(broker: DevBroker, tmp: Path, prefix: str, items: int, timeout: float, workers: int = 1,
-                 standby_replicas: int = 1) -> dict:
+                 standby_replicas: int = 1, tag: str = "") -> dict:
     """``workers`` worker processes of one group on the topics' 4 partitions, on the backlog
     already produced; CPU summed over them.
 
@@ -153,7 +153,7 @@ def run_pipeline(broker: DevBroker, tmp: Path, prefix: str, items: int, timeout:
     partitions, then let go together: started together, they still join one after another, and the
     first would read the backlog alone meanwhile (or most of it: the rebalance that lets the next
     one in takes seconds on Tansu). Nothing was consumed before that, so every item counts."""
-    group = f"{prefix}-pipeline-{workers}" + (f"-standby{standby_replicas}" if workers > 1 else "")
+    group = f"{prefix}-pipeline-{workers}" + (f"-standby{standby_replicas}" if workers > 1 else "") + tag
     go = tmp / f"{group}.go" if workers > 1 else None
     procs = start_workers(broker, tmp, prefix, group, workers, standby_replicas, go)
     topic = f"{prefix}.order-items"
@@ -178,14 +178,19 @@ def run_pipeline(broker: DevBroker, tmp: Path, prefix: str, items: int, timeout:
     cpus = [cpu_seconds(w.proc.pid) - c for w, c in zip(procs, cpu0)]
     # Each worker's own part, and partitions that changed hands during the timed span (a rebalance
     # after a commit: resumed past 0), which would make the figure a rebalance's, not throughput's.
-    pages = [partitions(w) for w in procs]
-    shares = [sum(p["delivered_to"] - p["resumed_from"] for p in page if p["topic"] == topic) for page in pages]
-    moved = sum(1 for page in pages for p in page if p["resumed_from"] > 0)
+    # Items that ran past the grace before their click was read take the unattributed path, one
+    # Faust send each: more of them (the order in which partitions were read) costs CPU per item.
+    pages = [status(w) for w in procs]
+    shares = [sum(p["delivered_to"] - p["resumed_from"] for p in page["partitions"] if p["topic"] == topic)
+              for page in pages]
+    moved = sum(1 for page in pages for p in page["partitions"] if p["resumed_from"] > 0)
+    unattributed = sum(sum(page["unattributed"].values()) for page in pages)
     for worker in procs:
         worker.stop()
     return {"items": done, "wall_s": wall, "cpu_s": sum(cpus), "workers": workers,
             "standby_replicas": standby_replicas, "items_per_worker": shares,
-            "cpu_s_per_worker": [round(c, 2) for c in cpus], "partitions_moved": moved}
+            "cpu_s_per_worker": [round(c, 2) for c in cpus], "partitions_moved": moved,
+            "unattributed": unattributed}
 
 
 QUIX_PYTHON = Path(__file__).parents[1] / ".venv-quix" / "bin" / "python"  # made by scripts/setup.sh
@@ -203,18 +208,19 @@ def peer(module: str, broker: DevBroker, tmp: Path, prefix: str, n: int, timeout
 
 
 def contenders(broker: DevBroker, tmp: Path, prefix: str, n: int, customers: int, timeout: float,
-               only: set[str] | None = None) -> dict:
+               only: set[str] | None = None, tag: str = "") -> dict:
     """Every contender (or those in ``only``) on the same produced topics, one after another, each
-    in a group of its own: key -> figures. ``customers`` is what was produced (kept for callers)."""
+    in a group of its own (``tag`` makes the workers' groups new for a repeated round): key ->
+    figures. ``customers`` is what was produced (kept for callers)."""
     runs = {
         "ceiling": lambda: run_json([sys.executable, "-m", "bench.ceiling", "--bootstrap", broker.bootstrap,
                                      "--items", f"{prefix}.order-items", "--expect", str(n)], timeout),
         "baseline": lambda: peer("bench.naive", broker, tmp, prefix, n, timeout),
         "quix": lambda: peer("bench.quix", broker, tmp, prefix, n, timeout),
-        "pipeline": lambda: run_pipeline(broker, tmp, prefix, n, timeout),
-        "pipeline x2": lambda: run_pipeline(broker, tmp, prefix, n, timeout, workers=2, standby_replicas=1),
+        "pipeline": lambda: run_pipeline(broker, tmp, prefix, n, timeout, tag=tag),
+        "pipeline x2": lambda: run_pipeline(broker, tmp, prefix, n, timeout, workers=2, standby_replicas=1, tag=tag),
         "pipeline x2 standby 0": lambda: run_pipeline(broker, tmp, prefix, n, timeout, workers=2,
-                                                      standby_replicas=0),
+                                                      standby_replicas=0, tag=tag),
     }
     return {key: run() for key, run in runs.items() if only is None or key in only}
 
@@ -233,6 +239,9 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=900)
     ap.add_argument("--workers-only", action="store_true",
                     help="only the worker's cases: one worker, two with and without standby replicas")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="with --workers-only: the worker's cases this many times, in turn, on one backlog "
+                         "(this shared CPU's speed drifts between runs)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d, DevBroker(Path(d) / "broker.log") as broker:
         tmp, prefix = Path(d), "bench"
@@ -241,20 +250,28 @@ def main() -> None:
         n = produce(broker.bootstrap, prefix, args.items, args.customers)
         print(f"produced {n} order items and {args.customers} clicks in {time.perf_counter() - t:.0f}s "
               f"(not timed)", flush=True)
-        results = contenders(broker, tmp, prefix, n, args.customers, args.timeout,
-                             only=set(WORKERS) if args.workers_only else None)
+        rounds = args.rounds if args.workers_only else 1
+        for r in range(rounds):
+            results = contenders(broker, tmp, prefix, n, args.customers, args.timeout,
+                                 only=set(WORKERS) if args.workers_only else None, tag=f"-r{r}" if r else "")
+            print_results(results, f"round {r + 1} of {rounds}, " if rounds > 1 else "")
+
+
+def print_results(results: dict, title: str) -> None:
     one = results["pipeline"]["items"] / results["pipeline"]["cpu_s"]
-    print("\n| contender | items | wall s | items/s | CPU s | items per CPU-second | per CPU-s / one worker |\n"
+    print(f"\n{title}load average {' '.join(Path('/proc/loadavg').read_text().split()[:3])}\n"
+          "| contender | items | wall s | items/s | CPU s | items per CPU-second | per CPU-s / one worker |\n"
           "|---|---|---|---|---|---|---|")
     for key, r in results.items():
         per_cpu = r["items"] / r["cpu_s"]
         print(f"| {NAMES[key]} | {r['items']} | {r['wall_s']:.1f} | {r['items'] / r['wall_s']:,.0f} | "
               f"{r['cpu_s']:.1f} | {per_cpu:,.0f} | {per_cpu / one:.2f} |")
-    for key in WORKERS[1:]:
+    for key in WORKERS:
         if key in results:
             r = results[key]
             print(f"{NAMES[key]}: items per worker {r['items_per_worker']}, CPU s per worker {r['cpu_s_per_worker']}, "
-                  f"partitions that changed hands while timed: {r['partitions_moved']}")
+                  f"unattributed {r['unattributed']}, partitions that changed hands while timed: "
+                  f"{r['partitions_moved']}", flush=True)
 
 
 if __name__ == "__main__":
