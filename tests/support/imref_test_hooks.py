@@ -21,6 +21,8 @@ Loaded by ``sitecustomize`` when ``IMREF_TEST_HOOKS`` is set:
   exists; joining the group, assignment and the recovery of empty tables go on. For the
   benchmark of several workers on one backlog: started together, they still join one after the
   other, and the first would read the backlog alone until the others are in.
+- ``/test/standby.json`` on the worker's web port: its standby changelog partitions and the last
+  offset read of each.
 - ``IMREF_TEST_SEEK_DELAY_S=<s>``: Faust resumes the flow of records before it seeks the stream
   partitions to their committed offsets; the delay makes records arrive in between every time
   instead of by chance.
@@ -49,7 +51,23 @@ _create_app = streams.runtime.app.create_app
 def _capture(settings):
     app = _create_app(settings)
     _apps.append(app)
+    if settings.web.enabled:
+        _standby_page(app)
     return app
+
+
+def _standby_page(app) -> None:
+    """``/test/standby.json``: each standby changelog partition this worker holds and the last
+    offset it has read of it (Faust's recovery keeps both; the worker's own pages do not show
+    standbys)."""
+    from faust.web import View
+
+    @app.page("/test/standby.json", name="test-standby")
+    class Standby(View):
+        async def get(self, request):
+            recovery = app.tables.recovery
+            return self.json([{"topic": tp.topic, "partition": tp.partition, "read": recovery.standby_offsets.get(tp)}
+                              for tp in sorted(recovery.standby_tps)])
 
 
 def _rejoin(signum, frame) -> None:
