@@ -198,9 +198,11 @@ What was counted:
   files, clicks in quix's own state); ceiling = bench/ceiling.py (aiokafka getmany + orjson.loads, nothing
   else). Wall-clock items/s: pipeline {_wall(thr['pipeline'])}, naive {_wall(thr['baseline'])}, quix
   {_wall(thr['quix'])}, ceiling {_wall(thr['ceiling'])}. 2 workers: two processes of one group on the same
-  backlog, held before their first fetch until each owned half the partitions, then let go together; from then
-  to the last item delivered, CPU summed over both; standby replicas 1 (Faust's default: each worker replays the
-  other's changelog writes) and 0. Items per worker: {_shares(thr['pipeline x2'])} (standby 1),
+  backlog, held before their first fetch until each owned half the partitions, then let go together; wall from
+  then to the last item delivered, CPU summed over both until their standbys had also read the other's changelog
+  writes to the end ({thr['pipeline x2']['standbys_behind_s']:.1f} s after the last delivery); standby replicas 1
+  (Faust's default: each worker replays the other's changelog writes) and 0. Items per worker:
+  {_shares(thr['pipeline x2'])} (standby 1),
   {_shares(thr['pipeline x2 standby 0'])} (standby 0); one worker: {thr['pipeline']['unattributed']:,} unattributed
   (items read more than the grace before their click: each goes out alone, a slower path).
 - memory: VmRSS growth of a process holding the `clicks` table in Faust's RocksDB store (Faust's options,

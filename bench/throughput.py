@@ -12,7 +12,8 @@ taking the data is not counted). Each contender runs as its own process (group) 
   standby replicas (1, its default) and without (0).
 Wall time runs from the first record processed (pipeline: from "Worker ready"; two workers: from
 the moment both may fetch) to the last row written; CPU is the process's user+system time over the
-same span, all threads.
+same span, all threads (two workers: until their standbys have also read each other's changelog
+writes to the end).
 """
 from __future__ import annotations
 
