@@ -109,8 +109,13 @@ def start_workers(broker: DevBroker, tmp: Path, prefix: str, group: str, workers
         worker = WorkerProcess(cfg, tmp / f"{group}-{w}.log", env=env).start()
         worker.status_url = f"http://127.0.0.1:{port}/status.json"
         procs.append(worker)
-    for worker in procs:
-        worker.wait_ready(120)
+    try:
+        for worker in procs:
+            worker.wait_ready(120)
+    except BaseException:
+        for worker in procs:
+            worker.kill()
+        raise
     return procs
 
 
@@ -157,44 +162,52 @@ def run_pipeline(broker: DevBroker, tmp: Path, prefix: str, items: int, timeout:
     group = f"{prefix}-pipeline-{workers}" + (f"-standby{standby_replicas}" if workers > 1 else "") + tag
     go = tmp / f"{group}.go" if workers > 1 else None
     procs = start_workers(broker, tmp, prefix, group, workers, standby_replicas, go)
-    topic = f"{prefix}.order-items"
-    if go is not None:
-        wait_shared(procs, {f"{prefix}.clicks", topic}, PARTITIONS)
-        early = sum(p["delivered_to"] - p["resumed_from"] for w in procs for p in partitions(w))
-        if early:
-            raise SystemExit(f"held workers delivered {early} records before they were let go")
-    t0, cpu0 = time.perf_counter(), [cpu_seconds(w.proc.pid) for w in procs]
-    if go is not None:
-        go.touch()
-    # Every consumed record ends in a delivered batch (as a row, unattributed or dead-lettered):
-    # the partitions are done up to the furthest any worker delivered.
-    reached = {}
-    done, deadline = 0, time.monotonic() + timeout
-    while done < items and time.monotonic() < deadline:
-        time.sleep(0.1)
-        for p in (p for w in procs for p in partitions(w) if p["topic"] == topic):
-            reached[p["partition"]] = max(reached.get(p["partition"], 0), p["delivered_to"])
-        done = sum(reached.values())
-    wall = time.perf_counter() - t0
-    # A standby replays the other worker's changelog writes as it gets to them: on noida-db it was
-    # still at it 10 s after the last item was delivered. That work is the items' too.
-    standbys_behind = wait_standbys(broker, procs, timeout) if go is not None else 0.0
-    cpus = [cpu_seconds(w.proc.pid) - c for w, c in zip(procs, cpu0)]
-    # Each worker's own part, and partitions that changed hands during the timed span (a rebalance
-    # after a commit: resumed past 0), which would make the figure a rebalance's, not throughput's.
-    # Items that ran past the grace before their click was read take the unattributed path, one
-    # Faust send each: more of them (the order in which partitions were read) costs CPU per item.
-    pages = [status(w) for w in procs]
-    shares = [sum(p["delivered_to"] - p["resumed_from"] for p in page["partitions"] if p["topic"] == topic)
-              for page in pages]
-    moved = sum(1 for page in pages for p in page["partitions"] if p["resumed_from"] > 0)
-    unattributed = sum(sum(page["unattributed"].values()) for page in pages)
-    for worker in procs:
-        worker.stop()
-    return {"items": done, "wall_s": wall, "cpu_s": sum(cpus), "workers": workers,
-            "standby_replicas": standby_replicas, "items_per_worker": shares,
-            "cpu_s_per_worker": [round(c, 2) for c in cpus], "partitions_moved": moved,
-            "unattributed": unattributed, "standbys_behind_s": standbys_behind}
+    try:  # a worker left running by a failed run would take CPU from every later one
+        topic = f"{prefix}.order-items"
+        if go is not None:
+            wait_shared(procs, {f"{prefix}.clicks", topic}, PARTITIONS)
+            early = sum(p["delivered_to"] - p["resumed_from"] for w in procs for p in partitions(w))
+            if early:
+                raise SystemExit(f"held workers delivered {early} records before they were let go")
+        t0, cpu0 = time.perf_counter(), [cpu_seconds(w.proc.pid) for w in procs]
+        if go is not None:
+            go.touch()
+        # Every consumed record ends in a delivered batch (as a row, unattributed or dead-lettered):
+        # the partitions are done up to the furthest any worker delivered.
+        reached = {}
+        done, deadline = 0, time.monotonic() + timeout
+        while done < items and time.monotonic() < deadline:
+            time.sleep(0.1)
+            for p in (p for w in procs for p in partitions(w) if p["topic"] == topic):
+                reached[p["partition"]] = max(reached.get(p["partition"], 0), p["delivered_to"])
+            done = sum(reached.values())
+        wall = time.perf_counter() - t0
+        # A standby replays the other worker's changelog writes as it gets to them: on noida-db it was
+        # still at it 10 s after the last item was delivered. That work is the items' too.
+        standbys_behind = wait_standbys(broker, procs, timeout) if go is not None else 0.0
+        cpus = [cpu_seconds(w.proc.pid) - c for w, c in zip(procs, cpu0)]
+        # Each worker's own part, and partitions that changed hands during the timed span (a rebalance
+        # after a commit: resumed past 0), which would make the figure a rebalance's, not throughput's.
+        # Items that ran past the grace before their click was read take the unattributed path, one
+        # Faust send each: more of them (the order in which partitions were read) costs CPU per item.
+        pages = [status(w) for w in procs]
+        shares = [sum(p["delivered_to"] - p["resumed_from"] for p in page["partitions"] if p["topic"] == topic)
+                  for page in pages]
+        moved = sum(1 for page in pages for p in page["partitions"] if p["resumed_from"] > 0)
+        unattributed = sum(sum(page["unattributed"].values()) for page in pages)
+        return {"items": done, "wall_s": wall, "cpu_s": sum(cpus), "workers": workers,
+                "standby_replicas": standby_replicas, "items_per_worker": shares,
+                "cpu_s_per_worker": [round(c, 2) for c in cpus], "partitions_moved": moved,
+                "unattributed": unattributed, "standbys_behind_s": standbys_behind}
+    finally:
+        stuck = []
+        for worker in procs:
+            try:
+                worker.stop()
+            except AssertionError as exc:  # killed after ignoring SIGTERM: the others still get theirs
+                stuck.append(exc)
+        if stuck:
+            raise stuck[0]
 
 
 def wait_standbys(broker: DevBroker, procs: list[WorkerProcess], timeout: float) -> float:
