@@ -2,7 +2,8 @@
 
     python -m bench [--smoke]
 
-Stages: throughput (bench/throughput.py: ceiling, naive baseline, pipeline), memory
+Stages: throughput (bench/throughput.py: ceiling, naive baseline, quix-streams, pipeline, two
+workers with and without standby replicas), memory
 (bench/memory.py), recovery (bench/recovery.py), cut-to-visible latency (bench/latency.py),
 table state after 90 simulated days with and without expiry (bench/state_size.py), the
 one-order-one-file check's cost per item (bench/orders_check.py).
@@ -36,14 +37,20 @@ EXTRAPOLATE = 10_000_000
 PIPELINE, BASELINE, QUIX, CEILING = "pipeline items/s per worker core", "naive Faust agent items/s per core", \
     "quix-streams items/s per core", "ceiling items/s per core"
 VS_BASELINE, VS_QUIX, VS_CEILING = "pipeline / naive Faust agent", "pipeline / quix-streams", "pipeline / ceiling"
-TWO_WALL, TWO_CPU = "2 workers, 4 partitions: items/s (wall)", "2 workers, 4 partitions: items/s per core"
+# Two workers with Faust's default of one standby replica (each replays the other's changelog
+# writes), and with none.
+TWO_WALL, TWO_CPU, TWO_VS_ONE = "2 workers, 4 partitions, standby replicas 1: items/s (wall)", \
+    "2 workers, 4 partitions, standby replicas 1: items/s per core", "2 workers, standby replicas 1 / one worker, per core"
+TWO0_WALL, TWO0_CPU, TWO0_VS_ONE = "2 workers, 4 partitions, standby replicas 0: items/s (wall)", \
+    "2 workers, 4 partitions, standby replicas 0: items/s per core", "2 workers, standby replicas 0 / one worker, per core"
 MEM_MEASURED, MEM_EXTRAPOLATED, DISK = "memory per im_ref, measured", "memory per im_ref, extrapolated", \
     "disk (SST) per im_ref, measured"
 RECOVERY, WARM = "recovery keys/s, empty data_dir", "recovery phase s, warm data_dir"
 P50, P99 = "cut-to-visible p50 s", "cut-to-visible p99 s"
 STATE_ON, STATE_OFF = "tables on disk with expiry", "tables on disk without expiry"
 CHECK, CHECK_SHARE = "one order, one file: check CPU per item", "one order, one file: share of the pipeline's CPU per item"
-ROWS = [PIPELINE, BASELINE, QUIX, CEILING, VS_BASELINE, VS_QUIX, VS_CEILING, TWO_WALL, TWO_CPU, MEM_MEASURED, MEM_EXTRAPOLATED, DISK,
+ROWS = [PIPELINE, BASELINE, QUIX, CEILING, VS_BASELINE, VS_QUIX, VS_CEILING, TWO_WALL, TWO_CPU, TWO_VS_ONE, TWO0_WALL,
+        TWO0_CPU, TWO0_VS_ONE, MEM_MEASURED, MEM_EXTRAPOLATED, DISK,
         RECOVERY, WARM, P50, P99, STATE_ON, STATE_OFF, CHECK, CHECK_SHARE]
 
 
@@ -63,7 +70,7 @@ def loadavg() -> str:
 
 def stage_throughput(broker: DevBroker, tmp: Path, size: dict) -> dict:
     prefix, bootstrap = "bench", broker.bootstrap
-    create_topics(bootstrap, [f"{prefix}.clicks", f"{prefix}.order-items"], 4)
+    create_topics(bootstrap, [f"{prefix}.clicks", f"{prefix}.order-items"], throughput.PARTITIONS)
     n = throughput.produce(bootstrap, prefix, size["items"], size["customers"])
     return throughput.contenders(broker, tmp, prefix, n, size["customers"], 900)
 
@@ -104,7 +111,8 @@ def table(r: dict, size: dict) -> list[tuple[str, float, str, str, str]]:
     vs_base = per_cpu["pipeline"] / per_cpu["baseline"]
     vs_quix = per_cpu["pipeline"] / per_cpu["quix"]
     vs_ceiling = per_cpu["pipeline"] / per_cpu["ceiling"]
-    one, two = r["throughput"]["pipeline"], r["throughput"]["pipeline x2"]
+    one, two, two0 = r["throughput"]["pipeline"], r["throughput"]["pipeline x2"], r["throughput"]["pipeline x2 standby 0"]
+    two_vs_one, two0_vs_one = per_cpu["pipeline x2"] / per_cpu["pipeline"], per_cpu["pipeline x2 standby 0"] / per_cpu["pipeline"]
     check = r["orders"]
     share = check["us_per_item"] / (1e6 / per_cpu["pipeline"])
 
@@ -122,6 +130,10 @@ def table(r: dict, size: dict) -> list[tuple[str, float, str, str, str]]:
         (TWO_WALL, two["items"] / two["wall_s"], "items/s",
          f"one worker: {one['items'] / one['wall_s']:,.0f}", ""),
         (TWO_CPU, per_cpu["pipeline x2"], "items/CPU-s", f"one worker: {per_cpu['pipeline']:,.0f}", ""),
+        (TWO_VS_ONE, two_vs_one, "x", ">= 0.9x", met(two_vs_one >= 0.9)),
+        (TWO0_WALL, two0["items"] / two0["wall_s"], "items/s", f"one worker: {one['items'] / one['wall_s']:,.0f}", ""),
+        (TWO0_CPU, per_cpu["pipeline x2 standby 0"], "items/CPU-s", f"one worker: {per_cpu['pipeline']:,.0f}", ""),
+        (TWO0_VS_ONE, two0_vs_one, "x", ">= 0.9x", met(two0_vs_one >= 0.9)),
         (f"{MEM_MEASURED} ({largest['keys']:,} keys)", mem_measured, "B RSS", "<= 200", met(mem_measured <= 200)),
         (f"{MEM_EXTRAPOLATED} ({EXTRAPOLATE:,} keys)", m["rss_read_at_extrapolated"], "B RSS",
          "<= 200", met(m["rss_read_at_extrapolated"] <= 200)),
@@ -144,6 +156,12 @@ def table(r: dict, size: dict) -> list[tuple[str, float, str, str, str]]:
 
 def _wall(r: dict) -> str:
     return f"{r['items'] / r['wall_s']:,.0f}"
+
+
+def _shares(r: dict) -> str:
+    moved = f", {r['partitions_moved']} partitions changed hands while timed" if r["partitions_moved"] else ""
+    return " + ".join(f"{n:,}" for n in r["items_per_worker"]) + \
+        f" (CPU s {' + '.join(map(str, r['cpu_s_per_worker']))}; {r['unattributed']:,} unattributed{moved})"
 
 
 def fmt(v: float) -> str:
@@ -179,7 +197,14 @@ What was counted:
   schemas compiled once, Faust table, buffered csv); quix-streams = bench/quix.py (the same join into CSV
   files, clicks in quix's own state); ceiling = bench/ceiling.py (aiokafka getmany + orjson.loads, nothing
   else). Wall-clock items/s: pipeline {_wall(thr['pipeline'])}, naive {_wall(thr['baseline'])}, quix
-  {_wall(thr['quix'])}, ceiling {_wall(thr['ceiling'])}; 2 workers: CPU summed over both processes.
+  {_wall(thr['quix'])}, ceiling {_wall(thr['ceiling'])}. 2 workers: two processes of one group on the same
+  backlog, held before their first fetch until each owned half the partitions, then let go together; wall from
+  then to the last item delivered, CPU summed over both until their standbys had also read the other's changelog
+  writes to the end ({thr['pipeline x2']['standbys_behind_s']:.1f} s after the last delivery); standby replicas 1
+  (Faust's default: each worker replays the other's changelog writes) and 0. Items per worker:
+  {_shares(thr['pipeline x2'])} (standby 1),
+  {_shares(thr['pipeline x2 standby 0'])} (standby 0); one worker: {thr['pipeline']['unattributed']:,} unattributed
+  (items read more than the grace before their click: each goes out alone, a slower path).
 - memory: VmRSS growth of a process holding the `clicks` table in Faust's RocksDB store (Faust's options,
   json codec), after writing, compacting and reading every key once, divided by stored im_refs
   ({mem['refs_per_key']:.2f} per customer; 16-char customer ids, 40-char im_refs); per customer multiply by

@@ -8,9 +8,12 @@ taking the data is not counted). Each contender runs as its own process (group) 
 - baseline: the per-event Faust agent a user would write, validators compiled once (bench/naive.py);
 - quix:     quix-streams doing the same join into CSV files with its own state (bench/quix.py);
 - pipeline: `imref-stream worker`, end to end into 10 000-row files in a local folder, at-least-once;
-  then two worker processes of one group on the 4 partitions (the scale-out figure).
-Wall time runs from the first record processed (pipeline: from "Worker ready") to the last row
-written; CPU is the process's user+system time over the same span, all threads.
+  then two worker processes of one group on the 4 partitions (the scale-out figure), with Faust's
+  standby replicas (1, its default) and without (0).
+Wall time runs from the first record processed (pipeline: from "Worker ready"; two workers: from
+the moment both may fetch) to the last row written; CPU is the process's user+system time over the
+same span, all threads (two workers: until their standbys have also read each other's changelog
+writes to the end).
 """
 from __future__ import annotations
 
@@ -28,12 +31,13 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import orjson
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from streams.tools.devbroker import DevBroker, create_topics, free_port
 from tests.support.harness import WorkerProcess, write_config
 
 TICK = os.sysconf("SC_CLK_TCK")
+PARTITIONS = 4  # of the produced topics (bench/__main__.py and main() create them) and in the workers' config
 
 
 def cpu_seconds(pid: int) -> float:
@@ -85,62 +89,145 @@ def run_json(cmd: list[str], timeout: float) -> dict:
     return json.loads(found[-1])
 
 
-def start_workers(broker: DevBroker, tmp: Path, prefix: str, group: str, workers: int) -> list[WorkerProcess]:
+def start_workers(broker: DevBroker, tmp: Path, prefix: str, group: str, workers: int,
+                  standby_replicas: int = 1, go: Path | None = None) -> list[WorkerProcess]:
+    """``workers`` worker processes of one group, ready; with ``go``, none fetches a record before
+    that file exists (tests/support/imref_test_hooks.py)."""
     procs = []
+    env = {"IMREF_TEST_TANSU_COMPAT": ""}
+    if go is not None:
+        env.update(IMREF_TEST_HOOKS="1", IMREF_TEST_START_AFTER=str(go))
     for w in range(workers):
         port = free_port()
         cfg = write_config(tmp / f"{group}-{w}.yaml", bootstrap=broker.bootstrap, app_id=group,
                            out_dir=tmp / group, data_dir=tmp / f"{group}-state-{w}",
-                           topics={"clicks": f"{prefix}.clicks", "order_items": f"{prefix}.order-items"},
+                           topics={"clicks": f"{prefix}.clicks", "order_items": f"{prefix}.order-items",
+                                   "partitions": PARTITIONS},
                            batch={"max_rows": 9_999, "max_age_s": 2}, attribution={"grace_s": 2},
-                           web={"enabled": True, "host": "127.0.0.1", "port": port})
-        worker = WorkerProcess(cfg, tmp / f"{group}-{w}.log", env={"IMREF_TEST_TANSU_COMPAT": ""}).start()
+                           web={"enabled": True, "host": "127.0.0.1", "port": port},
+                           standby_replicas=standby_replicas)
+        worker = WorkerProcess(cfg, tmp / f"{group}-{w}.log", env=env).start()
         worker.status_url = f"http://127.0.0.1:{port}/status.json"
         procs.append(worker)
-    for worker in procs:
-        worker.wait_ready(120)
+    try:
+        for worker in procs:
+            worker.wait_ready(120)
+    except BaseException:
+        for worker in procs:
+            worker.kill()
+        raise
     return procs
 
 
+def status(worker: WorkerProcess) -> dict:
+    """The worker's status page (served by the worker's event loop, which a large fetch of a
+    backlog holds for seconds: 5 s was too short)."""
+    return json.load(urllib.request.urlopen(worker.status_url, timeout=60))
+
+
 def partitions(worker: WorkerProcess) -> list[dict]:
-    """Where each gated partition of the worker stands, from its status page (served by the
-    worker's event loop, which a large fetch of a backlog holds for seconds: 5 s was too short)."""
-    return json.load(urllib.request.urlopen(worker.status_url, timeout=60))["partitions"]
+    """Where each gated partition of the worker stands, from its status page."""
+    return status(worker)["partitions"]
+
+
+def wait_shared(procs: list[WorkerProcess], topics: set[str], partitions_per_topic: int, quiet_s: float = 5,
+                timeout: float = 120) -> None:
+    """Until every worker is ready with an equal share of the topics' partitions, all of them
+    owned, unchanged for ``quiet_s``: workers started together join one after another, and one
+    that creates its internal topics after the others joined makes the group rebalance once more."""
+    seen, quiet_since, deadline = None, time.monotonic(), time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pages = [status(w) for w in procs]
+        now = [(page["ready"], sorted((p["topic"], p["partition"]) for p in page["partitions"])) for page in pages]
+        if now != seen:
+            seen, quiet_since = now, time.monotonic()
+        owned = [[tp for tp in tps if tp[0] in topics] for _, tps in now]
+        shared = all(ready for ready, _ in now) and len({len(o) for o in owned}) == 1 and \
+            len({tp for o in owned for tp in o}) == sum(map(len, owned)) == len(topics) * partitions_per_topic
+        if shared and time.monotonic() - quiet_since >= quiet_s:
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"{len(procs)} workers did not settle on a shared assignment in {timeout:.0f}s: {seen}")
 
 
 def run_pipeline(broker: DevBroker, tmp: Path, prefix: str, items: int, timeout: float, workers: int = 1,
-                 produce_after_settle=None) -> dict:
-    """``workers`` worker processes of one group on the topics' 4 partitions; CPU summed over them.
+                 standby_replicas: int = 1, tag: str = "") -> dict:
+    """``workers`` worker processes of one group on the topics' 4 partitions, on the backlog
+    already produced; CPU summed over them.
 
-    With several workers the data is produced only once the group has settled
-    (``produce_after_settle``, timed from its start): workers that start together still join
-    in two generations when one creates its internal topics after the other joined, and that
-    rebalance (Tansu holds a JoinGroup for seconds) is start-up, not throughput."""
-    procs = start_workers(broker, tmp, prefix, f"{prefix}-pipeline-{workers}", workers)
-    if produce_after_settle is not None:
-        seen, quiet_since, deadline = None, time.monotonic(), time.monotonic() + 90
-        while time.monotonic() - quiet_since < 8 and time.monotonic() < deadline:
-            now = [sorted((p["topic"], p["partition"]) for p in partitions(w)) for w in procs]
-            if now != seen:
-                seen, quiet_since = now, time.monotonic()
-            time.sleep(0.2)
-    t0, cpu0 = time.perf_counter(), [cpu_seconds(w.proc.pid) for w in procs]
-    if produce_after_settle is not None:
-        produce_after_settle()
-    # Every consumed record ends in a delivered batch (as a row, unattributed or dead-lettered):
-    # the fresh topics' partitions are done up to the furthest any worker delivered.
-    topic, reached = f"{prefix}.order-items", {}
-    done, deadline = 0, time.monotonic() + timeout
-    while done < items and time.monotonic() < deadline:
-        time.sleep(0.1)
-        for p in (p for w in procs for p in partitions(w) if p["topic"] == topic):
-            reached[p["partition"]] = max(reached.get(p["partition"], 0), p["delivered_to"])
-        done = sum(reached.values())
-    wall = time.perf_counter() - t0
-    cpu = sum(cpu_seconds(w.proc.pid) - c for w, c in zip(procs, cpu0))
-    for worker in procs:
-        worker.stop()
-    return {"items": done, "wall_s": wall, "cpu_s": cpu, "workers": workers}
+    Several workers are held before their first fetch (``go``) until each owns its share of the
+    partitions, then let go together: started together, they still join one after another, and the
+    first would read the backlog alone meanwhile (or most of it: the rebalance that lets the next
+    one in takes seconds on Tansu). Nothing was consumed before that, so every item counts."""
+    group = f"{prefix}-pipeline-{workers}" + (f"-standby{standby_replicas}" if workers > 1 else "") + tag
+    go = tmp / f"{group}.go" if workers > 1 else None
+    procs = start_workers(broker, tmp, prefix, group, workers, standby_replicas, go)
+    try:  # a worker left running by a failed run would take CPU from every later one
+        topic = f"{prefix}.order-items"
+        if go is not None:
+            wait_shared(procs, {f"{prefix}.clicks", topic}, PARTITIONS)
+            early = sum(p["delivered_to"] - p["resumed_from"] for w in procs for p in partitions(w))
+            if early:
+                raise SystemExit(f"held workers delivered {early} records before they were let go")
+        t0, cpu0 = time.perf_counter(), [cpu_seconds(w.proc.pid) for w in procs]
+        if go is not None:
+            go.touch()
+        # Every consumed record ends in a delivered batch (as a row, unattributed or dead-lettered):
+        # the partitions are done up to the furthest any worker delivered.
+        reached = {}
+        done, deadline = 0, time.monotonic() + timeout
+        while done < items and time.monotonic() < deadline:
+            time.sleep(0.1)
+            for p in (p for w in procs for p in partitions(w) if p["topic"] == topic):
+                reached[p["partition"]] = max(reached.get(p["partition"], 0), p["delivered_to"])
+            done = sum(reached.values())
+        wall = time.perf_counter() - t0
+        # A standby replays the other worker's changelog writes as it gets to them: on noida-db it was
+        # still at it 10 s after the last item was delivered. That work is the items' too.
+        standbys_behind = wait_standbys(broker, procs, timeout) if go is not None else 0.0
+        cpus = [cpu_seconds(w.proc.pid) - c for w, c in zip(procs, cpu0)]
+        # Each worker's own part, and partitions that changed hands during the timed span (a rebalance
+        # after a commit: resumed past 0), which would make the figure a rebalance's, not throughput's.
+        # Items that ran past the grace before their click was read take the unattributed path, one
+        # Faust send each: more of them (the order in which partitions were read) costs CPU per item.
+        pages = [status(w) for w in procs]
+        shares = [sum(p["delivered_to"] - p["resumed_from"] for p in page["partitions"] if p["topic"] == topic)
+                  for page in pages]
+        moved = sum(1 for page in pages for p in page["partitions"] if p["resumed_from"] > 0)
+        unattributed = sum(sum(page["unattributed"].values()) for page in pages)
+        return {"items": done, "wall_s": wall, "cpu_s": sum(cpus), "workers": workers,
+                "standby_replicas": standby_replicas, "items_per_worker": shares,
+                "cpu_s_per_worker": [round(c, 2) for c in cpus], "partitions_moved": moved,
+                "unattributed": unattributed, "standbys_behind_s": standbys_behind}
+    finally:
+        stuck = []
+        for worker in procs:
+            try:
+                worker.stop()
+            except AssertionError as exc:  # killed after ignoring SIGTERM: the others still get theirs
+                stuck.append(exc)
+        if stuck:
+            raise stuck[0]
+
+
+def wait_standbys(broker: DevBroker, procs: list[WorkerProcess], timeout: float) -> float:
+    """Seconds until every worker's standby changelog partitions are read to the end the broker
+    gives (``/test/standby.json``, tests/support/imref_test_hooks.py). Tansu's ListOffsets answers
+    the last batch's first offset + 1: there it may end up to one batch early."""
+    t0, deadline = time.monotonic(), time.monotonic() + timeout
+    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap)
+    try:
+        while True:
+            read = {TopicPartition(s["topic"], s["partition"]): s["read"] for w in procs
+                    for s in json.load(urllib.request.urlopen(f"http://127.0.0.1:{w.port}/test/standby.json", timeout=60))}
+            ends = consumer.end_offsets(list(read)) if read else {}
+            if all((read[tp] if read[tp] is not None else -1) + 1 >= end for tp, end in ends.items()):
+                return time.monotonic() - t0
+            if time.monotonic() > deadline:
+                raise SystemExit(f"standbys not caught up in {timeout:.0f}s: read {read}, ends {ends}")
+            time.sleep(0.1)
+    finally:
+        consumer.close()
 
 
 QUIX_PYTHON = Path(__file__).parents[1] / ".venv-quix" / "bin" / "python"  # made by scripts/setup.sh
@@ -157,25 +244,29 @@ def peer(module: str, broker: DevBroker, tmp: Path, prefix: str, n: int, timeout
                      "--out", str(tmp / module), "--expect", str(n)], timeout)
 
 
-def contenders(broker: DevBroker, tmp: Path, prefix: str, n: int, customers: int, timeout: float) -> dict:
-    """Every contender on the same produced topics, one after another: key -> figures. Two
-    workers get topics of their own, produced once their group has settled (run_pipeline)."""
-    scale = f"{prefix}-x2"
-    create_topics(broker.bootstrap, [f"{scale}.clicks", f"{scale}.order-items"], 4)
-    return {
-        "ceiling": run_json([sys.executable, "-m", "bench.ceiling", "--bootstrap", broker.bootstrap,
-                             "--items", f"{prefix}.order-items", "--expect", str(n)], timeout),
-        "baseline": peer("bench.naive", broker, tmp, prefix, n, timeout),
-        "quix": peer("bench.quix", broker, tmp, prefix, n, timeout),
-        "pipeline": run_pipeline(broker, tmp, prefix, n, timeout),
-        "pipeline x2": run_pipeline(broker, tmp, scale, n, timeout, workers=2,
-                                    produce_after_settle=lambda: produce(broker.bootstrap, scale, n, customers)),
+def contenders(broker: DevBroker, tmp: Path, prefix: str, n: int, customers: int, timeout: float,
+               only: set[str] | None = None, tag: str = "") -> dict:
+    """Every contender (or those in ``only``) on the same produced topics, one after another, each
+    in a group of its own (``tag`` makes the workers' groups new for a repeated round): key ->
+    figures. ``customers`` is what was produced (kept for callers)."""
+    runs = {
+        "ceiling": lambda: run_json([sys.executable, "-m", "bench.ceiling", "--bootstrap", broker.bootstrap,
+                                     "--items", f"{prefix}.order-items", "--expect", str(n)], timeout),
+        "baseline": lambda: peer("bench.naive", broker, tmp, prefix, n, timeout),
+        "quix": lambda: peer("bench.quix", broker, tmp, prefix, n, timeout),
+        "pipeline": lambda: run_pipeline(broker, tmp, prefix, n, timeout, tag=tag),
+        "pipeline x2": lambda: run_pipeline(broker, tmp, prefix, n, timeout, workers=2, standby_replicas=1, tag=tag),
+        "pipeline x2 standby 0": lambda: run_pipeline(broker, tmp, prefix, n, timeout, workers=2,
+                                                      standby_replicas=0, tag=tag),
     }
+    return {key: run() for key, run in runs.items() if only is None or key in only}
 
 
 NAMES = {"ceiling": "ceiling (aiokafka getmany + orjson)", "baseline": "naive per-event Faust agent",
          "quix": "quix-streams", "pipeline": "pipeline (imref-stream worker)",
-         "pipeline x2": "pipeline, 2 worker processes"}
+         "pipeline x2": "pipeline, 2 worker processes, standby replicas 1 (Faust's default)",
+         "pipeline x2 standby 0": "pipeline, 2 worker processes, standby replicas 0"}
+WORKERS = ["pipeline", "pipeline x2", "pipeline x2 standby 0"]
 
 
 def main() -> None:
@@ -183,19 +274,42 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=200_000)
     ap.add_argument("--customers", type=int, default=40_000)
     ap.add_argument("--timeout", type=float, default=900)
+    ap.add_argument("--workers-only", action="store_true",
+                    help="only the worker's cases: one worker, two with and without standby replicas")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="with --workers-only: the worker's cases this many times, in turn, on one backlog "
+                         "(this shared CPU's speed drifts between runs)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d, DevBroker(Path(d) / "broker.log") as broker:
         tmp, prefix = Path(d), "bench"
-        create_topics(broker.bootstrap, [f"{prefix}.clicks", f"{prefix}.order-items"], 4)
+        create_topics(broker.bootstrap, [f"{prefix}.clicks", f"{prefix}.order-items"], PARTITIONS)
         t = time.perf_counter()
         n = produce(broker.bootstrap, prefix, args.items, args.customers)
         print(f"produced {n} order items and {args.customers} clicks in {time.perf_counter() - t:.0f}s "
               f"(not timed)", flush=True)
-        results = contenders(broker, tmp, prefix, n, args.customers, args.timeout)
-    print("\n| contender | items | wall s | items/s | CPU s | items per CPU-second |\n|---|---|---|---|---|---|")
+        rounds = args.rounds if args.workers_only else 1
+        for r in range(rounds):
+            results = contenders(broker, tmp, prefix, n, args.customers, args.timeout,
+                                 only=set(WORKERS) if args.workers_only else None, tag=f"-r{r}" if r else "")
+            print_results(results, f"round {r + 1} of {rounds}, " if rounds > 1 else "")
+
+
+def print_results(results: dict, title: str) -> None:
+    one = results["pipeline"]["items"] / results["pipeline"]["cpu_s"]
+    print(f"\n{title}load average {' '.join(Path('/proc/loadavg').read_text().split()[:3])}\n"
+          "| contender | items | wall s | items/s | CPU s | items per CPU-second | per CPU-s / one worker |\n"
+          "|---|---|---|---|---|---|---|")
     for key, r in results.items():
+        per_cpu = r["items"] / r["cpu_s"]
         print(f"| {NAMES[key]} | {r['items']} | {r['wall_s']:.1f} | {r['items'] / r['wall_s']:,.0f} | "
-              f"{r['cpu_s']:.1f} | {r['items'] / r['cpu_s']:,.0f} |")
+              f"{r['cpu_s']:.1f} | {per_cpu:,.0f} | {per_cpu / one:.2f} |")
+    for key in WORKERS:
+        if key in results:
+            r = results[key]
+            print(f"{NAMES[key]}: items per worker {r['items_per_worker']}, CPU s per worker {r['cpu_s_per_worker']}, "
+                  f"standbys caught up {r['standbys_behind_s']:.1f} s after the last delivery, "
+                  f"unattributed {r['unattributed']}, partitions that changed hands while timed: "
+                  f"{r['partitions_moved']}", flush=True)
 
 
 if __name__ == "__main__":

@@ -304,6 +304,12 @@ class Settings(_Section):
     app_id: str = Field("imref-stream", pattern=r"^[A-Za-z0-9._-]+$", description="Consumer group and prefix of internal topics.")
     data_dir: Path = Field(Path("./data"), description="Local state (RocksDB tables).")
     store: Literal["memory://", "rocksdb://"] = Field("memory://", description="Table store; rocksdb:// in production.")
+    standby_replicas: int = Field(
+        1, ge=0, description="Other workers that keep a standby copy of each table partition (Faust's "
+        "`table_standby_replicas`). A standby is kept warm, so a worker that takes a partition over (failover, "
+        "rebalance) has little to recover; the cost is that every worker replays the other workers' changelog "
+        "writes as they happen, one record at a time. 0: no standbys; a partition that moves is recovered from "
+        "its changelog, from the start for a worker that never held it. No effect with one worker.")
     stop_timeout_s: float = Field(20.0, gt=0, description="SIGTERM: flush and commit within this bound.")
     sweep_interval_s: float = Field(3600.0, gt=0, description="How often clicks past the attribution window and "
                                     "orders past `modifications.keep_days` are deleted from the tables (store and "

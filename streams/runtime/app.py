@@ -100,6 +100,7 @@ def create_app(settings: Settings) -> ImrefApp:
         broker_credentials=_broker_credentials(k),
         store=settings.store,
         datadir=str(settings.data_dir),
+        table_standby_replicas=settings.standby_replicas,
         processing_guarantee="at_least_once",
         broker_session_timeout=k.session_timeout_s,
         broker_heartbeat_interval=k.heartbeat_interval_s,

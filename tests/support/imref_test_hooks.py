@@ -31,6 +31,12 @@ Loaded by ``sitecustomize`` when ``IMREF_TEST_HOOKS`` is set:
 - ``IMREF_TEST_CHANGELOG_DELAY_S=<s>``: each fetch of changelog records waits that long before it
   is applied: a recovery slow enough to be killed half-way. ``IMREF_TEST_CHANGELOG_MARK=<dir>``
   gets a file ``applied-<n>`` after each fetch applied.
+- ``IMREF_TEST_START_AFTER=<path>``: the worker fetches no record (of any topic) until ``<path>``
+  exists; joining the group, assignment and the recovery of empty tables go on. For the
+  benchmark of several workers on one backlog: started together, they still join one after the
+  other, and the first would read the backlog alone until the others are in.
+- ``/test/standby.json`` on the worker's web port: its standby changelog partitions and the last
+  offset read of each.
 - ``IMREF_TEST_SEEK_DELAY_S=<s>``: Faust resumes the flow of records before it seeks the stream
   partitions to their committed offsets; the delay makes records arrive in between every time
   instead of by chance.
@@ -74,7 +80,23 @@ def _capture(settings):
 
         app.ledger.handlers[clicks] = slower
     _apps.append(app)
+    if settings.web.enabled:
+        _standby_page(app)
     return app
+
+
+def _standby_page(app) -> None:
+    """``/test/standby.json``: each standby changelog partition this worker holds and the last
+    offset it has read of it (Faust's recovery keeps both; the worker's own pages do not show
+    standbys)."""
+    from faust.web import View
+
+    @app.page("/test/standby.json", name="test-standby")
+    class Standby(View):
+        async def get(self, request):
+            recovery = app.tables.recovery
+            return self.json([{"topic": tp.topic, "partition": tp.partition, "read": recovery.standby_offsets.get(tp)}
+                              for tp in sorted(recovery.standby_tps)])
 
 
 def _rejoin(signum, frame) -> None:
@@ -143,6 +165,23 @@ if _hold:
     faults.point = _held_point
     Consumer.on_partitions_revoked = _marked_revoke
     GatedConsumer.perform_seek = _marked_seek
+
+_start_after = os.environ.get("IMREF_TEST_START_AFTER")
+if _start_after:
+    _go = Path(_start_after)
+    _wait_next_records = GatedConsumer._wait_next_records
+
+    async def _held_until_go(self, timeout):
+        if not _go.exists():
+            # None ends Faust's getmany at once: an empty fetch with the flow stopped (a recovery)
+            # would make Faust seek every partition back, as after a dropped fetch.
+            await asyncio.sleep(0.05)
+            return None, None
+        # Released for good: the worker's own fetch path from here on, with nothing in between.
+        GatedConsumer._wait_next_records = _wait_next_records
+        return await _wait_next_records(self, timeout)
+
+    GatedConsumer._wait_next_records = _held_until_go
 
 _seek_delay = float(os.environ.get("IMREF_TEST_SEEK_DELAY_S", 0))
 if _seek_delay:

@@ -44,6 +44,19 @@ def test_invalid_values_name_the_key(patch, key):
     assert key in error_for({**BASE, **patch})
 
 
+def test_a_negative_standby_count_is_refused_with_its_bound():
+    assert "standby_replicas: Input should be greater than or equal to 0" in error_for({**BASE, "standby_replicas": -1})
+
+
+@pytest.mark.parametrize("patch, standbys", [({}, 1), ({"standby_replicas": 0}, 0), ({"standby_replicas": 2}, 2)])
+def test_standby_replicas_reach_the_faust_app(tmp_path, patch, standbys):
+    from streams.runtime.app import create_app
+
+    # Built, never started: nothing connects to a broker.
+    app = create_app(parse_settings({**BASE, "data_dir": str(tmp_path), **patch}))
+    assert app.conf.table_standby_replicas == standbys
+
+
 def test_unreadable_and_non_yaml_files(tmp_path):
     with pytest.raises(ConfigError, match="cannot read"):
         load_settings(tmp_path / "missing.yaml")
