@@ -49,9 +49,10 @@ class KafkaSettings(_Section):
         description="Static group membership id, stable across restarts (a StatefulSet pod name).")
     commit_interval_s: float = Field(1.0, gt=0, description="How often delivered (acked) offsets are committed.")
     max_poll_records: int | None = Field(
-        500, ge=1, description="Most records the consumer hands over at a time. Each hand-over is handled in one "
-        "turn of the event loop, uploads and timers waiting meanwhile: a backlog handed over whole (null: no "
-        "limit) delays files by seconds.")
+        None, ge=1, description="Most records the consumer hands over at a time (null: all it has fetched). Each "
+        "hand-over is handled in one turn of the event loop, uploads, timers and the health endpoints waiting "
+        "meanwhile: a backlog handed over whole delays files by seconds; a cap shortens that wait and costs "
+        "throughput (docs/performance.md).")
 
     @model_validator(mode="after")
     def _sasl_complete(self) -> "KafkaSettings":
