@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict, deque
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from time import monotonic
 from typing import Callable
@@ -31,6 +32,19 @@ from ..core.orders import PartitionOrders, Refusal, line_identities, taken_lines
 from ..delivery.failures import owned
 from ..delivery.ledger import Ledger
 from .flow import Flow, Outputs, confirmed
+
+@dataclass(slots=True)
+class Deadline:
+    """An item waiting for its click: when its grace ends (monotonic), whose click it waits for,
+    when it was read (epoch ms), and the clicks partition's end offset to reach (once a fetch made
+    after the read has told it)."""
+
+    at: float
+    customer: str
+    waiting: tuple
+    read_ms: float
+    clicks_end: int | None = None
+
 
 class Conversions:
     def __init__(self, settings: Settings, *, flow: Flow, ledger: Ledger, clicks, orders, dead_letter, unattributed,
@@ -53,9 +67,7 @@ class Conversions:
         self._waiting: dict[tuple[int, str], list] = {}  # (partition, customer) -> items waiting for a click
         self._clicks_done: dict[int, asyncio.Future] = {}  # partition -> its last fetch's confirmation
         self._clicks_topic, self._clicks_end = settings.topics.clicks, clicks_end
-        # Per partition, in read order: [monotonic deadline, customer, waiting item, read at (epoch
-        # ms), the clicks end to reach (once a fetch after the read has told it)].
-        self._deadlines: dict[int, deque] = {}
+        self._deadlines: dict[int, deque[Deadline]] = {}  # per partition, in read order
         self._items_in = self._joined = 0  # the per-item counts, kept apart: the cheapest increment
 
     # -- clicks ---------------------------------------------------------------------------
@@ -147,7 +159,7 @@ class Conversions:
             entry.pending, entry.expect = True, len(items)
             self._waiting.setdefault((tp.partition, first["customer_id"]), []).append(waiting)
             self._deadlines.setdefault(tp.partition, deque()).append(
-                [clock + self.grace_s, first["customer_id"], waiting, now.timestamp() * 1000, None])
+                Deadline(clock + self.grace_s, first["customer_id"], waiting, now.timestamp() * 1000))
         return batcher.add(entry, clock)
 
     def _refuse(self, entry: Entry, record, refusal: Refusal, order_id: str) -> None:
@@ -216,21 +228,22 @@ class Conversions:
         for partition, deadlines in self._deadlines.items():
             # Deadlines and clicks ends only grow along a partition's items: the first that must
             # still wait holds the rest.
-            while deadlines and deadlines[0][0] <= now and self._clicks_read(partition, deadlines[0]):
-                self._expire(partition, *deadlines.popleft()[1:3])
+            while deadlines and deadlines[0].at <= now and self._clicks_read(partition, deadlines[0]):
+                due = deadlines.popleft()
+                self._expire(partition, due.customer, due.waiting)
 
-    def _clicks_read(self, partition: int, deadline: list) -> bool:
+    def _clicks_read(self, partition: int, deadline: "Deadline") -> bool:
         if self._clicks_end is None:
             return True
-        if deadline[4] is None:
+        if deadline.clicks_end is None:
             # The end as last fetched can be older than the item (a large fetch still being
             # read): only a fetch made after the item was read says how far its clicks go.
             end = self._clicks_end(partition)
-            if end is None or end[1] < deadline[3]:
+            if end is None or end[1] < deadline.read_ms:
                 return False
-            deadline[4] = end[0]
+            deadline.clicks_end = end[0]
         part = self.ledger.get((self._clicks_topic, partition))
-        return part is not None and part.next >= deadline[4]
+        return part is not None and part.next >= deadline.clicks_end
 
     def _expire(self, partition: int, key: str, waiting) -> None:
         entry, _, _, record = waiting
