@@ -29,6 +29,7 @@ from ..delivery.failures import owned
 from ..delivery.ledger import Ledger, PartitionLedger
 from ..delivery.positions import Positions
 from .changelog import ChangelogFetches
+from .pacing import PacedConsumerThread
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,9 @@ class GatedConsumer(faust_aiokafka.Consumer):
         self.positions = Positions()
         # Looked up at failure time: the app's supervisor may be set after its consumer exists.
         self.changelogs = ChangelogFetches(self, lambda what, exc: self.app.supervisor.stop(what, exc))
+
+    def _new_consumer_thread(self) -> PacedConsumerThread:
+        return PacedConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     # -- positions ---------------------------------------------------------------------------
     async def _reposition(self, offsets: dict[TP, int]) -> None:

@@ -59,6 +59,11 @@ INTERNALS = [
     *(Internal("faust.tables.manager:TableManager", name, _CHANGELOG) for name in ("_changelogs", "_tables_finalized")),
     Internal("faust.tables.base:Collection", "_on_changelog_event", _CHANGELOG),
     Internal(_FAUST_CONSUMER, "_to_message", _CHANGELOG),
+    # runtime/pacing.py: empty fetches paced on brokers that answer them at once.
+    Internal(_FAUST_CONSUMER, "_new_consumer_thread", "empty fetches paced (runtime/pacing.py)"),
+    Internal("faust.transport.drivers.aiokafka:AIOKafkaConsumerThread", "on_start", "empty fetches paced (runtime/pacing.py)"),
+    Internal("aiokafka:AIOKafkaConsumer", "_fetcher", "empty fetches paced (runtime/pacing.py)"),
+    Internal("aiokafka.consumer.fetcher:Fetcher", "_proc_fetch_request", "empty fetches paced (runtime/pacing.py)"),
     # runtime/app.py
     Internal("faust:App", "_new_transport", "the transport that creates the gated consumer"),
     Internal("faust:App", "_new_web", "the web server without Faust's JSON index"),
