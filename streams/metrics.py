@@ -6,7 +6,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from time import monotonic, time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import GC_COLLECTOR, PROCESS_COLLECTOR, CollectorRegistry, Counter, Gauge, Histogram
 
 RECENT_FILES = 50
 
@@ -37,6 +37,10 @@ class ConnectionHealth:
 class Metrics:
     def __init__(self, connections: list[str] = ()) -> None:
         self.registry = r = CollectorRegistry()
+        # The process's CPU, memory and collections (the worker collects garbage on a timer:
+        # runtime/worker.py), as prometheus_client's default registry would show them.
+        r.register(PROCESS_COLLECTOR)
+        r.register(GC_COLLECTOR)
         self.events_in = Counter("imref_events_in", "Events consumed.", ["kind"], registry=r)
         self.joined = Counter("imref_rows_joined", "Order items joined to a click: conversion rows.", registry=r)
         self.unattributed = Counter("imref_unattributed", "Items sent to the unattributed topic.", ["reason"],

@@ -1,7 +1,10 @@
 """An idle worker does not poll its broker in a loop (streams/runtime/pacing.py): noida-db answers
 an empty fetch at once, and without the pacing an idle worker sent thousands of fetches a second
 and used 0.9 CPU-seconds per second doing nothing. A record produced after the idle spell is still
-delivered. (Tansu holds an empty fetch as Kafka does: there the test cannot tell.)"""
+delivered. (Tansu holds an empty fetch as Kafka does: there the test cannot tell.)
+
+The worker's garbage collector runs on a timer, not on allocations (runtime/worker.py): the test
+also sees full collections happen while the worker idles."""
 from __future__ import annotations
 
 import os
@@ -10,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from streams.runtime.worker import GC_INTERVAL_S
 from streams.tools.devbroker import free_port
 from tests.support.harness import WorkerProcess, produce, read_csv_files, wait_until, write_config
-from tests.integration.test_failures import items
+from tests.integration.test_failures import items, metric
 
 pytestmark = pytest.mark.integration
 IDLE_S = 5
@@ -32,6 +36,7 @@ def test_an_idle_worker_uses_little_cpu_and_still_delivers(broker, tmp_path, app
     worker = WorkerProcess(cfg, tmp_path / "worker.log").start()
     try:
         worker.wait_ready()
+        collections = metric(port, "python_gc_collections_total", generation="2")
         time.sleep(2)  # start-up's own work done
         before = cpu_seconds(worker.proc.pid)
         time.sleep(IDLE_S)
@@ -39,6 +44,8 @@ def test_an_idle_worker_uses_little_cpu_and_still_delivers(broker, tmp_path, app
         produce(broker.bootstrap, f"{app_id}.order-items", items(0, 5))
         wait_until(lambda: sum(len(rows) - 1 for rows in read_csv_files(out).values()) == 5, 60, "5 rows delivered",
                    worker)
+        wait_until(lambda: metric(port, "python_gc_collections_total", generation="2") > collections,
+                   GC_INTERVAL_S + 10, "a full collection by the timer", worker)
     finally:
         assert worker.stop() == 0
     # Paced: 0.1-0.2 CPU-s; looping on empty fetches: 4.4 (alone on the machine).
