@@ -28,7 +28,14 @@ def test_the_writer_serializes_keys_and_values_as_faust_s_changelog_topic_does(s
         assert writer._value_bytes(value) == topic.prepare_value(value, table.value_serializer)[0]
 
 
-def test_faust_s_json_codec_is_called_as_orjson_and_any_other_codec_as_itself():
+def test_a_float_orjson_writes_with_an_exponent_sign_reads_as_the_same_value():
+    """The one difference from orjson's bytes (``1e16`` against ``1e+16``): the same number."""
+    codec, value = codecs.get_codec("json"), {"big": [1e16, 1e300, -2.5e22], "small": 5e-324}
+    assert encoder("json")(value) != codec.dumps(value)
+    assert codec.loads(encoder("json")(value)) == value
+
+
+def test_faust_s_json_codec_is_called_as_msgspec_and_any_other_codec_as_itself():
     assert encoder("json") != codecs.get_codec("json").dumps  # the short path, on this Faust
     assert encoder("raw") == codecs.get_codec("raw").dumps
     chained = codecs.get_codec("json") | codecs.get_codec("binary")
