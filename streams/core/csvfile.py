@@ -51,8 +51,23 @@ def conversion_row(campaign_id: int, action_tracker_id: int, item: dict, occurre
 
 
 def render(rows: list[Row], header: tuple[str, ...] = CSV_HEADER) -> bytes:
+    """The file: RFC 4180, CRLF, a cell quoted only where it must be (the csv module's minimal
+    quoting). A file whose cells need no quoting at all (no comma, quote or line break in any of
+    them: most files) is joined as it is; any other file is written by the csv module. The bytes
+    are the same (tests/unit/test_csvfile.py); the csv writer cost 1 µs a row, 2.6 in the worker."""
+    table = (header, *rows)
+    try:
+        lines = [",".join(row) for row in table]
+    except TypeError:  # a cell that is not a string: the csv module's conversion
+        lines = None
+    if lines is not None:
+        lines.append("")  # the last line's terminator
+        text = "\r\n".join(lines)
+        if ('"' not in text and text.count("\r") == len(table) == text.count("\n")
+                and text.count(",") == sum(map(len, table)) - len(table)
+                and min(map(len, table)) > 1):  # a lone empty cell is written ""
+            return text.encode()
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(header)
-    writer.writerows(rows)
+    writer.writerows(table)
     return out.getvalue().encode()
