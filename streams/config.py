@@ -49,10 +49,10 @@ class KafkaSettings(_Section):
         description="Static group membership id, stable across restarts (a StatefulSet pod name).")
     commit_interval_s: float = Field(1.0, gt=0, description="How often delivered (acked) offsets are committed.")
     max_poll_records: int | None = Field(
-        None, ge=1, description="Most records the consumer hands over at a time (null: all it has fetched). Each "
-        "hand-over is handled in one turn of the event loop, uploads, timers and the health endpoints waiting "
-        "meanwhile: a backlog handed over whole delays files by seconds; a cap shortens that wait and costs "
-        "throughput (docs/performance.md).")
+        None, ge=1, description="Most records Faust's consumer takes from its fetches at a time (null: all it has "
+        "fetched). The worker hands them to its handlers 500 at a time with a turn of the event loop between either "
+        "way, so uploads and the health endpoints never wait behind a large fetch; a cap only costs throughput "
+        "(docs/performance.md).")
 
     @model_validator(mode="after")
     def _sasl_complete(self) -> "KafkaSettings":

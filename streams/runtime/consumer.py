@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from itertools import islice
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
@@ -32,6 +33,13 @@ from .changelog import ChangelogFetches
 from .pacing import PacedConsumerThread
 
 log = logging.getLogger(__name__)
+
+# A fetch of a gated partition goes to its handler this many records at a time, with a turn of
+# the event loop between: a backlog's fetch (tens of thousands of records, a second or more of
+# work) would otherwise hold every upload, timer and health check until it is handled. A file
+# needs a score of turns from its cut to its upload (changelog round trips, the write, the
+# rename): cut-to-visible p99 0.25 s at 500, 0.9 s at 1 000, 2.8 s at 2 000, 4.4 s whole.
+HANDOVER_RECORDS = 500
 
 
 class _UngatedReadOffsets(dict):
@@ -139,8 +147,13 @@ class GatedConsumer(faust_aiokafka.Consumer):
         if overlapped:
             await self._reposition(overlapped)
         for fetched in batches:
-            # Read at hand-over, not at fetch: an earlier handler may have awaited across a seek.
-            await self.ledger.handlers[fetched.tp.topic](fetched.tp, list(fetched), fetched.epoch)
+            # Read at hand-over, not at fetch: an earlier handler may have awaited across a seek
+            # (``Fetched`` ends at a seek of its partition).
+            records, handler = iter(fetched), self.ledger.handlers[fetched.tp.topic]
+            while chunk := list(islice(records, HANDOVER_RECORDS)):
+                await handler(fetched.tp, chunk, fetched.epoch)
+                if len(chunk) == HANDOVER_RECORDS:
+                    await asyncio.sleep(0)  # uploads, timers and the web server get a turn
         if kept and not self.flow_active:
             # Faust drops a fetch that returns while its flow is stopped and seeks back to the
             # committed offsets, which changelog partitions have none of: a recovery that sought
