@@ -227,10 +227,16 @@ class Conversions:
         read, go to the unattributed topic, never into a file."""
         for partition, deadlines in self._deadlines.items():
             # Deadlines and clicks ends only grow along a partition's items: the first that must
-            # still wait holds the rest.
-            while deadlines and deadlines[0].at <= now and self._clicks_read(partition, deadlines[0]):
-                due = deadlines.popleft()
-                self._expire(partition, due.customer, due.waiting)
+            # still wait holds the rest. An item attributed meanwhile (most, in a backlog read
+            # ahead of its clicks) is only dropped: asking for its clicks end cost as much as
+            # the rest of its way through the worker.
+            while deadlines and deadlines[0].at <= now:
+                due = deadlines[0]
+                if due.waiting[0].pending:
+                    if not self._clicks_read(partition, due):
+                        break
+                    self._expire(partition, due.customer, due.waiting)
+                deadlines.popleft()
 
     def _clicks_read(self, partition: int, deadline: "Deadline") -> bool:
         if self._clicks_end is None:
