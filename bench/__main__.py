@@ -28,7 +28,7 @@ from bench import latency, memory, orders_check, recovery, state_size, throughpu
 from streams.tools.devbroker import DevBroker, broker_kind, create_topics
 
 FULL = {"items": 200_000, "customers": 40_000, "memory_keys": [100_000, 300_000, 1_000_000],
-        "recovery_keys": 300_000, "batches": 20, "rows": 9_999, "state": {**state_size.FULL, "days": 90}}
+        "recovery_keys": 1_000_000, "batches": 20, "rows": 9_999, "state": {**state_size.FULL, "days": 90}}
 SMOKE = {"items": 2_000, "customers": 400, "memory_keys": [3_000, 6_000],
          "recovery_keys": 3_000, "batches": 4, "rows": 200, "state": state_size.SMOKE}
 EXTRAPOLATE = 10_000_000
