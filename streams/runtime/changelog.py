@@ -45,11 +45,12 @@ from itertools import repeat
 from time import monotonic
 from typing import Any, Callable
 
-from faust.serializers import codecs
 from faust.stores import rocksdb as faust_rocksdb
 from faust.utils import json as faust_json
 from faust.types import TP
 from faust.utils.tracing import finish_span
+
+from .tables import plain_json
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +89,8 @@ def _decoders(table) -> tuple[Callable[[bytes], Any], Callable[[bytes], Any]] | 
     are Faust's plain json codec on orjson and its key and value types need no conversion (the
     memory store then gets each record without Faust's message, event and schema per record:
     ~25 µs a record, which a standby replica paid for every write of the other worker); else None."""
-    for serializer in (table.key_serializer, table.value_serializer):
-        codec = codecs.get_codec(serializer) if isinstance(serializer, str) else serializer
-        if type(codec) is not codecs.json or list(codec.nodes) != [codec] or faust_json.orjson is None:
-            return None
+    if not (plain_json(table.key_serializer) and plain_json(table.value_serializer)):
+        return None
     if table.key_type not in (None, str) or table.value_type is not None:
         return None
     return faust_json.orjson.loads, faust_json.orjson.loads  # what Faust's json codec ends in

@@ -63,11 +63,17 @@ def in_partition(partition: int):
 _PROBE = {"text": "C\u00e9-_~.", "float": 1796553962.716, "list": [[0, 41, None, True]], 7: {"k": "v"}}
 
 
+def plain_json(serializer) -> bool:
+    """Is ``serializer`` (a name or a codec) Faust's json codec alone, on orjson?"""
+    codec = codecs.get_codec(serializer)
+    return type(codec) is codecs.json and list(codec.nodes) == [codec] and faust_json.orjson is not None
+
+
 def encoder(serializer: str) -> Callable[[Any], bytes]:
     """The codec's ``dumps``; for Faust's plain json codec on orjson, msgspec's encoder with
     Faust's default as its hook, if it gives the same bytes."""
     codec = codecs.get_codec(serializer)
-    if type(codec) is codecs.json and list(codec.nodes) == [codec] and faust_json.orjson is not None:
+    if plain_json(codec):
         direct = msgspec.json.Encoder(enc_hook=faust_json.on_default).encode
         if direct(_PROBE) == codec.dumps(_PROBE):
             return direct
