@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ import orjson
 
 from bench.__main__ import loadavg, machine
 from bench.latency import percentile
+from bench.throughput import cpu_seconds as cpu_s
 from streams.tools.devbroker import DevBroker, free_port
 from tests.support.collector import CollectorProcess
 from tests.support.harness import WorkerProcess, read_topic, write_config
@@ -44,11 +44,6 @@ from tests.support.harness import WorkerProcess, read_topic, write_config
 WARM_UP = 2_000
 UNLIMITED = {"client_rate_per_s": 1e9, "client_burst": 1_000_000_000, "global_rate_per_s": 1e9,
              "global_burst": 1_000_000_000}
-
-
-def cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 async def load(url: str, first: int, count: int, concurrency: int, deadline: float) -> tuple[list[float], dict]:
