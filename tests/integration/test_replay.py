@@ -203,8 +203,16 @@ def files_of(out) -> dict[str, tuple[bytes, int]]:
     return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.glob("*.csv")}
 
 
-def name(offsets: tuple[int, int], at: datetime) -> str:
-    return f"conv_{at:%Y%m%d}_p000_{offsets[0]:012d}-{offsets[1]:012d}.csv"
+def name(offsets: tuple[int, int]) -> str:
+    """A file's name, dated by its first item's time as the worker dates it: the phases' items
+    are offsets 0-5 (A), 6-10 (B) and 11-12 (C), a minute apart, so a run near midnight UTC gives
+    one phase files of two days."""
+    first = offsets[0]
+    for (at, n) in PHASES.values():
+        if first < n:
+            break
+        first -= n
+    return f"conv_{at + timedelta(minutes=first):%Y%m%d}_p000_{offsets[0]:012d}-{offsets[1]:012d}.csv"
 
 
 @pytest.fixture(scope="module")
@@ -247,7 +255,7 @@ def delivered(broker, tmp_path_factory):
         admin.close()
     produce_at(broker.bootstrap, items_topic, phase_items("C"))
     a, b, c = (PHASES[p][0] for p in "ABC")
-    worker_files = [name((0, 2), a), name((3, 5), a), name((6, 8), b), name((9, 10), b)]
+    worker_files = [name((0, 2)), name((3, 5)), name((6, 8)), name((9, 10))]
     assert sorted(files_of(out)) == worker_files, "the worker did not cut as the test expects"
     return cfg, out, {"A": a, "B": b, "C": c}
 
@@ -264,7 +272,7 @@ def test_replay_refuses_to_write_rows_the_worker_delivered_in_files_it_cannot_na
     assert run.returncode == 3, run.stderr
     assert run.stdout.startswith("refused: nothing written\n")
     assert "refused without --allow-duplicates" in run.stderr and "  partition 0 offsets 0-5\n" in run.stderr
-    assert f"  {name((0, 3), at['A'])}  4 rows\n" in run.stderr and f"  {name((4, 5), at['A'])}  2 rows\n" in run.stderr
+    assert f"  {name((0, 3))}  4 rows\n" in run.stderr and f"  {name((4, 5))}  2 rows\n" in run.stderr
     assert files_of(out) == before  # not one file written, touched or added
 
 
@@ -274,16 +282,16 @@ def test_replay_with_allow_duplicates_writes_them_again_under_its_own_names(deli
     run = replay(cfg, *span("A"), "--allow-duplicates")
     assert run.returncode == 0, run.stderr
     added = sorted(set(files_of(out)) - set(before))
-    assert added == [name((0, 3), at["A"]), name((4, 5), at["A"])]
+    assert added == [name((0, 3)), name((4, 5))]
     # The destination now holds every row of A twice: the duplicates impact would count.
-    assert rows_of(out, added) == rows_of(out, [name((0, 2), at["A"]), name((3, 5), at["A"])])
+    assert rows_of(out, added) == rows_of(out, [name((0, 2)), name((3, 5))])
     assert len(rows_of(out, added)) == 6
     assert "(duplicates rows the worker delivered)" in run.stdout
 
 
 def test_replay_of_recorded_cuts_overwrites_the_worker_s_files_with_the_same_rows(delivered):
     cfg, out, at = delivered
-    twins = [name((6, 8), at["B"]), name((9, 10), at["B"])]
+    twins = [name((6, 8)), name((9, 10))]
     before = files_of(out)
     # From B's second item: inside the cut 6-8, which is replayed whole.
     run = replay(cfg, *span("B", skip=1))
@@ -306,15 +314,15 @@ def test_dry_run_prints_every_file_and_its_rows_and_writes_nothing(delivered):
     assert run.stdout.startswith("dry run: nothing written\n")
     listed = re.findall(r"^  (\S+\.csv)  (\d+) rows  \((.*)\)$", run.stdout, re.MULTILINE)
     assert listed == [
-        (name((0, 3), at["A"]), "4", "duplicates rows the worker delivered"),
-        (name((4, 5), at["A"]), "2", "duplicates rows the worker delivered"),
-        (name((6, 8), at["B"]), "3", "the worker's file: same name, replaces it"),
-        (name((9, 10), at["B"]), "2", "the worker's file: same name, replaces it"),
-        (name((11, 12), at["C"]), "2", "not delivered by the worker yet"),
+        (name((0, 3)), "4", "duplicates rows the worker delivered"),
+        (name((4, 5)), "2", "duplicates rows the worker delivered"),
+        (name((6, 8)), "3", "the worker's file: same name, replaces it"),
+        (name((9, 10)), "2", "the worker's file: same name, replaces it"),
+        (name((11, 12)), "2", "not delivered by the worker yet"),
     ]
     assert files_of(out) == before
     # Past the committed offset nothing is refused.
     run = replay(cfg, *span("C"), "--dry-run")
     assert run.returncode == 0, run.stderr
-    assert re.findall(r"^  (\S+\.csv)  (\d+) rows", run.stdout, re.MULTILINE) == [(name((11, 12), at["C"]), "2")]
+    assert re.findall(r"^  (\S+\.csv)  (\d+) rows", run.stdout, re.MULTILINE) == [(name((11, 12)), "2")]
     assert files_of(out) == before
