@@ -176,6 +176,7 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, stages side by side, < 60 s")
     args = ap.parse_args()
     size = SMOKE if args.smoke else FULL
+    throughput.require_quix()
     header = machine()
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-") as d, DevBroker(Path(d) / "broker.log") as broker:

@@ -233,12 +233,18 @@ def wait_standbys(broker: DevBroker, procs: list[WorkerProcess], timeout: float)
 QUIX_PYTHON = Path(__file__).parents[1] / ".venv-quix" / "bin" / "python"  # made by scripts/setup.sh
 
 
+def require_quix() -> None:
+    """Before minutes of other stages: the quix-streams contender needs its own virtualenv."""
+    if not QUIX_PYTHON.exists():
+        raise SystemExit(f"{QUIX_PYTHON} is missing: run scripts/setup.sh")
+
+
 def peer(module: str, broker: DevBroker, tmp: Path, prefix: str, n: int, timeout: float) -> dict:
     """A peer joining the same topics into CSV (bench/naive.py, bench/quix.py) in its own group;
     the quix-streams one in its own virtualenv (see bench/quix.py)."""
+    if module == "bench.quix":
+        require_quix()
     python = str(QUIX_PYTHON) if module == "bench.quix" else sys.executable
-    if not Path(python).exists():
-        raise SystemExit(f"{python} is missing: run scripts/setup.sh")
     return run_json([python, "-m", module, "--bootstrap", broker.bootstrap, "--app-id", module,
                      "--clicks", f"{prefix}.clicks", "--items", f"{prefix}.order-items",
                      "--out", str(tmp / module), "--expect", str(n)], timeout)
