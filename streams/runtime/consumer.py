@@ -31,6 +31,7 @@ from ..delivery.ledger import Ledger, PartitionLedger
 from ..delivery.positions import Positions
 from .changelog import ChangelogFetches
 from .pacing import PacedConsumerThread
+from .supervision import stop_if_coordination_fails
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,14 @@ class _UngatedReadOffsets(dict):
         return None if tp.topic in self.topics else self.get(tp)
 
 
+class _ConsumerThread(PacedConsumerThread):
+    async def on_start(self) -> None:
+        await super().on_start()  # the aiokafka consumer, and with it its group coordinator, exist now
+        # Looked up at failure time, as below.
+        stop_if_coordination_fails(self._consumer._coordinator,
+                                   lambda what, exc: self.app.supervisor.stop(what, exc))
+
+
 class GatedConsumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer with ``app.ledger`` in charge of the gated topics' offsets."""
 
@@ -68,7 +77,7 @@ class GatedConsumer(faust_aiokafka.Consumer):
         self.changelogs = ChangelogFetches(self, lambda what, exc: self.app.supervisor.stop(what, exc))
 
     def _new_consumer_thread(self) -> PacedConsumerThread:
-        return PacedConsumerThread(self, loop=self.loop, beacon=self.beacon)
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     # -- positions ---------------------------------------------------------------------------
     async def _reposition(self, offsets: dict[TP, int]) -> None:

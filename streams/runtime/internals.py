@@ -64,6 +64,10 @@ INTERNALS = [
     Internal("faust.transport.drivers.aiokafka:AIOKafkaConsumerThread", "on_start", "empty fetches paced (runtime/pacing.py)"),
     Internal("aiokafka:AIOKafkaConsumer", "_fetcher", "empty fetches paced (runtime/pacing.py)"),
     Internal("aiokafka.consumer.fetcher:Fetcher", "_proc_fetch_request", "empty fetches paced (runtime/pacing.py)"),
+    # runtime/supervision.py: a consumer group coordination that ends stops the worker.
+    Internal("aiokafka:AIOKafkaConsumer", "_coordinator", "the worker stops when its group coordination ends"),
+    Internal("aiokafka.consumer.group_coordinator:GroupCoordinator", "_coordination_task",
+             "the worker stops when its group coordination ends"),
     # runtime/app.py
     Internal("faust:App", "_new_transport", "the transport that creates the gated consumer"),
     Internal("faust:App", "_new_web", "the web server without Faust's JSON index"),

@@ -78,3 +78,17 @@ class Supervisor:
                      "from their committed offsets.", self.reason, advice(exc), exc_info=exc)
         # The worker's own stop path (mode's signal handler): the final commit covers what is delivered.
         signal.raise_signal(signal.SIGTERM)
+
+
+def stop_if_coordination_fails(coordinator, stop) -> None:
+    """aiokafka runs a member's joins, assignments and commits in one task of its group
+    coordinator. An error that task does not expect ends it (aiokafka logs "Unexpected error in
+    coordinator routine"), and the process would stay up reading nothing and never ready, with no
+    restart to end it: for example an assignment of no bytes, which Kafka sends a member the
+    group leader left out. That ends the worker here, the way any failure does."""
+
+    def ended(task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            stop("the consumer group's coordination (aiokafka)", task.exception())
+
+    coordinator._coordination_task.add_done_callback(ended)

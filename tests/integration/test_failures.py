@@ -17,6 +17,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from streams.runtime.supervision import EXIT_STATUS
 from streams.tools.devbroker import free_port
 from tests.support.harness import (WorkerProcess, metrics, produce, read_csv_files, read_topic, status, wait_until,
                                    write_config)
@@ -172,6 +173,28 @@ def test_a_failed_seek_back_stops_the_worker_and_the_restart_delivers_all(broker
     log = wait_stopped(worker)
     assert "stopping the worker: seeking" in log and "test hook: the seek back fails" in log, log[-3000:]
     produce(broker.bootstrap, topic, [item(n) for n in range(20) if n % 5])
+    restart_and_deliver(cfg, tmp_path / "worker.log", out, 20)
+
+
+# -- the group's coordination ends ------------------------------------------------------------------
+
+def test_an_assignment_the_client_cannot_read_stops_the_worker_and_the_restart_delivers_all(
+        broker, tmp_path, app_id):
+    """An assignment of no bytes ends aiokafka's group coordination task. On the code before this
+    test the worker stayed up, never ready and reading nothing, with /healthz at 200: a stall no
+    probe would restart (seen once in a benchmark of two workers on noida-db)."""
+    out, port = tmp_path / "out", free_port()
+    cfg = config(tmp_path, broker.bootstrap, app_id, port)
+    topic = f"{app_id}.order-items"
+    produce(broker.bootstrap, topic, [item(n) for n in range(10)])
+    worker = WorkerProcess(cfg, tmp_path / "worker.log", env={"IMREF_TEST_HOOKS": "1",
+                                                              "IMREF_TEST_EMPTY_ASSIGNMENT": "1"}).start()
+    log = wait_stopped(worker)
+    assert worker.proc.returncode == EXIT_STATUS, log[-3000:]
+    assert "test hook: the first assignment arrives as no bytes" in log
+    assert "stopping the worker: the consumer group's coordination (aiokafka) failed" in log, log[-3000:]
+    assert not delivered(out)
+    produce(broker.bootstrap, topic, [item(n) for n in range(10, 20)])
     restart_and_deliver(cfg, tmp_path / "worker.log", out, 20)
 
 

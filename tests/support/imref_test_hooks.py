@@ -37,6 +37,9 @@ Loaded by ``sitecustomize`` when ``IMREF_TEST_HOOKS`` is set:
   other, and the first would read the backlog alone until the others are in.
 - ``/test/standby.json`` on the worker's web port: its standby changelog partitions and the last
   offset read of each.
+- ``IMREF_TEST_EMPTY_ASSIGNMENT=1``: the member's first assignment arrives as no bytes, as Kafka
+  sends it to a member the group leader left out (and noida-db 0.2.3 once to a worker joining
+  beside another); aiokafka 0.14 cannot decode it, and its group coordination task ends.
 - ``IMREF_TEST_SEEK_DELAY_S=<s>``: Faust resumes the flow of records before it seeks the stream
   partitions to their committed offsets; the delay makes records arrive in between every time
   instead of by chance.
@@ -298,3 +301,18 @@ if _dump:
         _write_dump(self, _dump)
 
     Recovery.on_recovery_completed = _dumping_completed
+
+if os.environ.get("IMREF_TEST_EMPTY_ASSIGNMENT"):
+    from aiokafka.consumer.group_coordinator import GroupCoordinator
+
+    _on_join_complete = GroupCoordinator._on_join_complete
+    _emptied = threading.Event()
+
+    async def _first_empty(self, generation, member_id, protocol, member_assignment_bytes):
+        if not _emptied.is_set():
+            _emptied.set()
+            print("test hook: the first assignment arrives as no bytes", file=sys.stderr, flush=True)
+            member_assignment_bytes = b""
+        return await _on_join_complete(self, generation, member_id, protocol, member_assignment_bytes)
+
+    GroupCoordinator._on_join_complete = _first_empty
