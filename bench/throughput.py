@@ -1,6 +1,7 @@
 """Order items per second: the pipeline against a naive Faust agent and a raw consumer ceiling.
 
     python -m bench.throughput [--items 200000] [--customers 40000]
+    python -m bench.throughput --workers-only --rounds 2 --store both   # memory:// against rocksdb://
 
 One local broker, one data set, produced before anything is timed (the broker's cost of
 taking the data is not counted). Each contender runs as its own process (group) on the same topics:
@@ -90,7 +91,7 @@ def run_json(cmd: list[str], timeout: float) -> dict:
 
 
 def start_workers(broker: DevBroker, tmp: Path, prefix: str, group: str, workers: int,
-                  standby_replicas: int = 1, go: Path | None = None) -> list[WorkerProcess]:
+                  standby_replicas: int = 1, go: Path | None = None, store: str = "memory://") -> list[WorkerProcess]:
     """``workers`` worker processes of one group, ready; with ``go``, none fetches a record before
     that file exists (tests/support/imref_test_hooks.py)."""
     procs = []
@@ -105,7 +106,7 @@ def start_workers(broker: DevBroker, tmp: Path, prefix: str, group: str, workers
                                    "partitions": PARTITIONS},
                            batch={"max_rows": 9_999, "max_age_s": 2}, attribution={"grace_s": 2},
                            web={"enabled": True, "host": "127.0.0.1", "port": port},
-                           standby_replicas=standby_replicas)
+                           standby_replicas=standby_replicas, store=store)
         worker = WorkerProcess(cfg, tmp / f"{group}-{w}.log", env=env).start()
         worker.status_url = f"http://127.0.0.1:{port}/status.json"
         procs.append(worker)
@@ -151,7 +152,7 @@ def wait_shared(procs: list[WorkerProcess], topics: set[str], partitions_per_top
 
 
 def run_pipeline(broker: DevBroker, tmp: Path, prefix: str, items: int, timeout: float, workers: int = 1,
-                 standby_replicas: int = 1, tag: str = "") -> dict:
+                 standby_replicas: int = 1, tag: str = "", store: str = "memory://") -> dict:
     """``workers`` worker processes of one group on the topics' 4 partitions, on the backlog
     already produced; CPU summed over them.
 
@@ -161,7 +162,7 @@ def run_pipeline(broker: DevBroker, tmp: Path, prefix: str, items: int, timeout:
     one in takes seconds on Tansu). Nothing was consumed before that, so every item counts."""
     group = f"{prefix}-pipeline-{workers}" + (f"-standby{standby_replicas}" if workers > 1 else "") + tag
     go = tmp / f"{group}.go" if workers > 1 else None
-    procs = start_workers(broker, tmp, prefix, group, workers, standby_replicas, go)
+    procs = start_workers(broker, tmp, prefix, group, workers, standby_replicas, go, store)
     try:  # a worker left running by a failed run would take CPU from every later one
         topic = f"{prefix}.order-items"
         if go is not None:
@@ -251,7 +252,7 @@ def peer(module: str, broker: DevBroker, tmp: Path, prefix: str, n: int, timeout
 
 
 def contenders(broker: DevBroker, tmp: Path, prefix: str, n: int, customers: int, timeout: float,
-               only: set[str] | None = None, tag: str = "") -> dict:
+               only: set[str] | None = None, tag: str = "", store: str = "memory://") -> dict:
     """Every contender (or those in ``only``) on the same produced topics, one after another, each
     in a group of its own (``tag`` makes the workers' groups new for a repeated round): key ->
     figures. ``customers`` is what was produced (kept for callers)."""
@@ -260,10 +261,11 @@ def contenders(broker: DevBroker, tmp: Path, prefix: str, n: int, customers: int
                                      "--items", f"{prefix}.order-items", "--expect", str(n)], timeout),
         "baseline": lambda: peer("bench.naive", broker, tmp, prefix, n, timeout),
         "quix": lambda: peer("bench.quix", broker, tmp, prefix, n, timeout),
-        "pipeline": lambda: run_pipeline(broker, tmp, prefix, n, timeout, tag=tag),
-        "pipeline x2": lambda: run_pipeline(broker, tmp, prefix, n, timeout, workers=2, standby_replicas=1, tag=tag),
+        "pipeline": lambda: run_pipeline(broker, tmp, prefix, n, timeout, tag=tag, store=store),
+        "pipeline x2": lambda: run_pipeline(broker, tmp, prefix, n, timeout, workers=2, standby_replicas=1, tag=tag,
+                                            store=store),
         "pipeline x2 standby 0": lambda: run_pipeline(broker, tmp, prefix, n, timeout, workers=2,
-                                                      standby_replicas=0, tag=tag),
+                                                      standby_replicas=0, tag=tag, store=store),
     }
     return {key: run() for key, run in runs.items() if only is None or key in only}
 
@@ -285,7 +287,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1,
                     help="with --workers-only: the worker's cases this many times, in turn, on one backlog "
                          "(this shared CPU's speed drifts between runs)")
+    ap.add_argument("--store", choices=["memory://", "rocksdb://", "both"], default="memory://",
+                    help="the workers' table store (the full bench uses memory://, production rocksdb://); "
+                         "both: with --workers-only, each round on one store then the other")
     args = ap.parse_args()
+    stores = ["memory://", "rocksdb://"] if args.store == "both" else [args.store]
     with tempfile.TemporaryDirectory() as d, DevBroker(Path(d) / "broker.log") as broker:
         tmp, prefix = Path(d), "bench"
         create_topics(broker.bootstrap, [f"{prefix}.clicks", f"{prefix}.order-items"], PARTITIONS)
@@ -295,9 +301,11 @@ def main() -> None:
               f"(not timed)", flush=True)
         rounds = args.rounds if args.workers_only else 1
         for r in range(rounds):
-            results = contenders(broker, tmp, prefix, n, args.customers, args.timeout,
-                                 only=set(WORKERS) if args.workers_only else None, tag=f"-r{r}" if r else "")
-            print_results(results, f"round {r + 1} of {rounds}, " if rounds > 1 else "")
+            for store in stores:
+                results = contenders(broker, tmp, prefix, n, args.customers, args.timeout,
+                                     only=set(WORKERS) if args.workers_only else None,
+                                     tag=f"-r{r}-{store[:-3]}", store=store)
+                print_results(results, f"round {r + 1} of {rounds}, {store}, ")
 
 
 def print_results(results: dict, title: str) -> None:
